@@ -1,0 +1,3 @@
+"""robustdd: adversarially robust dataset distillation toolkit and benchmark."""
+
+__version__ = "0.1.0"
