@@ -54,18 +54,21 @@ def load_dataset(name: str, split: str = "train",
     if batches is not None:
         images, labels, names = load_cifar_batches(info.name, batches, split)
         return _to_dataset(info, split, images, labels, names, origin=str(batches))
-    raise DatasetNotFoundError(missing_message(info, base, split))
+    raise DatasetNotFoundError(missing_message(info, base, split, root_given=root is not None))
 
 
-def missing_message(info: DatasetInfo, base: Path, split: str) -> str:
+def missing_message(info: DatasetInfo, base: Path, split: str, root_given: bool = False) -> str:
     """Explain where a dataset was looked for, the layout expected and how to get it."""
     how = (f"run `robustdd data prepare {info.name}` (downloads the official archive and "
            "verifies its checksum)" if info.archives else
            f"convert the official files to the cache format (robustdd.data.npz.write_shards) "
            f"into {base / info.name}")
+    origin = ("given explicitly" if root_given else "from $ROBUSTDD_DATA"
+              if os.environ.get("ROBUSTDD_DATA") else "the default ~/.cache/robustdd")
     return (f"dataset {info.name!r} (split {split!r}) not found. Looked in {base / info.name} "
-            f"(data root from {'$ROBUSTDD_DATA' if os.environ.get('ROBUSTDD_DATA') else 'the default ~/.cache/robustdd'}). "
-            f"Expected shards {split}-00of01.npz, ... holding images uint8 [N,H,W,C], labels int64 [N], "
+            f"(data root {origin}). "
+            f"Expected shards {split}-00of01.npz, ... holding images uint8 [N,H,W,C], "
+            "labels int64 [N], "
             f"class_names. To get it: {how}; or point ROBUSTDD_DATA at a folder that holds "
             f"{info.name}/.")
 

@@ -15,8 +15,9 @@ class Normalize(nn.Module):
         super().__init__()
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ValueError(f"bad normalisation mean={mean} std={std}")
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        shape = (1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -1,0 +1,69 @@
+"""White-box gradient attacks in pixel space: FGSM and PGD-L∞.
+
+Models take [0, 1] pixels and normalise internally, so ε = 8/255 means 8/255 of a pixel. The
+model is put in eval mode for the attack (and restored afterwards); only the input gets
+gradients. Everything is batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in eval mode and its parameters frozen, then restore both."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _loss_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                   targeted: bool) -> torch.Tensor:
+    """Gradient of the attack objective; its ascent direction increases the attack's success."""
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), labels, reduction="sum")
+    (grad,) = torch.autograd.grad(-loss if targeted else loss, x)
+    return grad
+
+
+def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+         targeted: bool = False) -> torch.Tensor:
+    """Fast Gradient Sign Method: one signed step of size ε. ``labels`` are targets if targeted."""
+    with eval_mode(model):
+        grad = _loss_gradient(model, images, labels, targeted)
+        return (images + eps * grad.sign()).clamp(0.0, 1.0).detach()
+
+
+def pgd_linf(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+             steps: int, step_size: float, targeted: bool = False, random_start: bool = False,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Projected gradient descent in the L∞ ball of radius ε around ``images``, within [0, 1].
+
+    ``random_start`` draws a uniform start in the ball from ``generator`` (on the CPU, so the
+    same seed gives the same start on every device).
+    """
+    x0 = images.detach()
+    x = x0.clone()
+    if random_start:
+        noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        x = (x0 + (2 * noise - 1) * eps).clamp(0.0, 1.0)
+    with eval_mode(model):
+        for _ in range(steps):
+            grad = _loss_gradient(model, x, labels, targeted)
+            x = x + step_size * grad.sign()
+            x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0.0, 1.0).detach()
+    return x

@@ -1,0 +1,171 @@
+"""The ``robustdd`` command (Typer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from robustdd.errors import RobustDDError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adversarially robust dataset distillation: distill, evaluate, attack.")
+data_app = typer.Typer(no_args_is_help=True, help="List and prepare datasets.")
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values are parsed as YAML scalars (``200`` → int, ``true`` → bool)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("results/demo"), help="Folder for sets and records."),
+         device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+         seed: int = typer.Option(0, help="Seed of distillation and evaluation.")) -> None:
+    """Distill the embedded digits dataset with random and DM, evaluate clean and PGD accuracy."""
+    from robustdd.demo import run_demo
+    from robustdd.report import records_table
+
+    records = run_demo(out, device=device, seed=seed)
+    console.print(records_table(records, "robustdd demo: digits, IPC 10"))
+    console.print(f"records and distilled sets written to {out}/")
+
+
+@app.command("distill")
+def distill_cmd(
+    method: str = typer.Argument(..., help="Method name (random, dm, ...)."),
+    dataset: str = typer.Argument(..., help="Dataset name or image-folder path."),
+    ipc: int = typer.Option(10, help="Images per class."),
+    seed: int = typer.Option(0),
+    profile: str = typer.Option("small", help="smoke, small or paper."),
+    out: Path = typer.Option(..., help="Folder to write the distilled set to."),
+    arch: str | None = typer.Option(None, help="Distillation network (default: dataset's)."),
+    device: str = typer.Option("auto"),
+    root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Method override key=value."),
+) -> None:
+    """Distill DATASET into IPC images per class and save the set."""
+    from robustdd.distill import distill
+
+    syn = distill(method, dataset, ipc, seed=seed, profile=profile, device=device,
+                  root=str(root) if root else None, arch=arch, progress=True,
+                  **parse_overrides(set_))
+    syn.save(out)
+    console.print(f"{method} {syn.dataset} IPC {ipc}: {len(syn)} images in "
+                  f"{syn.meta['distill_seconds']:.1f} s → {out}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    distilled: Path = typer.Argument(..., help="Folder of a saved distilled set."),
+    profile: str = typer.Option("small"),
+    seed: int = typer.Option(0),
+    out: Path | None = typer.Option(None, help="Where to write the JSON record."),
+    models: int | None = typer.Option(None, help="Number of evaluation models K."),
+    device: str = typer.Option("auto"),
+    root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Protocol override key=value."),
+) -> None:
+    """Train K models on a distilled set; report clean, FGSM and PGD accuracy."""
+    from robustdd.distilled import DistilledSet
+    from robustdd.evaluate import evaluate
+    from robustdd.report import records_table
+    from robustdd.runtime import write_json_atomic
+
+    syn = DistilledSet.load(distilled)
+    overrides = parse_overrides(set_)
+    if models is not None:
+        overrides["num_models"] = models
+    record = evaluate(syn, profile=profile, seed=seed, device=device,
+                      root=str(root) if root else None, progress=True, **overrides)
+    out = out or distilled.with_name(distilled.name + f"-eval-{profile}-s{seed}.json")
+    write_json_atomic(out, record)
+    console.print(records_table([record]))
+    console.print(f"record written to {out}")
+
+
+@app.command()
+def show(distilled: Path = typer.Argument(..., help="Folder of a saved distilled set."),
+         out: Path | None = typer.Option(None, help="PNG path (default: <set>/grid.png)."),
+         per_class: int = typer.Option(10, help="At most this many images per class."),
+         decoded: bool = typer.Option(False, help="Show the decoded training images."),
+         scale: int = typer.Option(2, help="Pixel upscaling factor.")) -> None:
+    """Write a PNG grid of a distilled set (one row per class)."""
+    from robustdd.distilled import DistilledSet
+    from robustdd.grid import save_grid
+
+    syn = DistilledSet.load(distilled)
+    path = save_grid(syn, out or distilled / "grid.png", max_per_class=per_class,
+                     decoded=decoded, scale=scale)
+    console.print(f"wrote {path}")
+
+
+@app.command("import")
+def import_cmd(
+    kind: str = typer.Argument(..., help="dc (DC/DSA/DM {'data': [...]} .pt) or mtt."),
+    path: Path = typer.Argument(..., help="The reference file (mtt: images_best.pt)."),
+    dataset: str = typer.Option(..., help="Dataset the set was distilled from."),
+    out: Path = typer.Option(..., help="Folder for the converted set."),
+    method: str | None = typer.Option(None, help="Method name to record."),
+) -> None:
+    """Convert a reference-format distilled set (normalised space) to a robustdd set."""
+    from robustdd.distilled import import_dc, import_mtt
+
+    if kind == "dc":
+        syn = import_dc(path, dataset, method=method or "dc")
+    elif kind == "mtt":
+        syn = import_mtt(path, dataset=dataset, method=method or "mtt")
+    else:
+        raise typer.BadParameter(f"unknown format {kind!r}; known: dc, mtt")
+    syn.save(out)
+    console.print(f"imported {len(syn)} images ({syn.method}, {syn.dataset}, IPC {syn.ipc}) → {out}")
+
+
+@data_app.command("list")
+def data_list(root: Path | None = typer.Option(None, help="Data root.")) -> None:
+    """Show the registered datasets and whether they are available."""
+    from robustdd.data.prepare import list_datasets
+
+    rows = list_datasets(root)
+    table = Table(title="datasets")
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console.print(table)
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(...),
+                 root: Path | None = typer.Option(None, help="Data root.")) -> None:
+    """Download the official archive, verify its checksum, convert to the cache format."""
+    from robustdd.data.prepare import prepare_dataset
+
+    folder = prepare_dataset(name, root)
+    console.print(f"{name} ready in {folder}" if folder else f"{name} needs no preparation")
+
+
+def main() -> None:
+    """Entry point: run the app, turning robustdd's own errors into one clear line."""
+    try:
+        app()
+    except (RobustDDError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""``evaluate``: train K models on a distilled set, measure clean and white-box robust accuracy."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from robustdd.attacks import AttackSpec, run_attack
+from robustdd.data import ImageDataset, dataset_info, load_dataset
+from robustdd.distilled import DistilledSet
+from robustdd.errors import UnknownNameError
+from robustdd.evaluate.protocol import EvalProtocol, default_attacks
+from robustdd.nn import build_model
+from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
+from robustdd.nn.train import accuracy, train_model
+from robustdd.profiles import get_profile
+from robustdd.progress import progress_bar
+from robustdd.runtime import derive_seed, environment, generator_for, resolve_device
+
+RECORD_FORMAT = "robustdd.evaluation"
+RECORD_VERSION = 1
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    """Mean and population std (the DD reference's ``np.std``) of per-model values."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "n": len(values)}
+
+
+def test_subsets(test: ImageDataset, protocol: EvalProtocol, seed: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded test-example subset and the attack subset (a prefix of it); all if unset."""
+    n = len(test)
+    order = torch.randperm(n, generator=generator_for(seed, "test-subset"))
+    n_test = min(protocol.test_examples or n, n)
+    n_attack = min(protocol.attack_examples or n_test, n_test)
+    test_idx = order[:n_test].sort().values
+    attack_idx = order[:n_attack].sort().values
+    return test_idx, attack_idx
+
+
+def _index_digest(idx: torch.Tensor) -> str:
+    return hashlib.sha256(idx.numpy().astype("<i8").tobytes()).hexdigest()[:16]
+
+
+def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageDataset | None = None,
+             root: str | None = None, attacks: list[AttackSpec] | None = None, seed: int = 0,
+             device: str | torch.device = "auto", progress: bool = False,
+             **protocol_overrides: Any) -> dict[str, Any]:
+    """Train K fresh models on ``distilled`` and return a JSON-serialisable result record.
+
+    Each model k is initialised with seed ``derive_seed(seed, "eval-model", k)`` and trained
+    with generator ``derive_seed(seed, "eval-train", k)``; clean accuracy is measured on a seeded
+    test subset and every attack in ``attacks`` (default: the profile's) on its attack subset.
+    ``protocol_overrides`` change :class:`EvalProtocol` fields (e.g. ``num_models=1``).
+    """
+    prof = get_profile(profile)
+    protocol = EvalProtocol.from_profile(prof, **protocol_overrides)
+    attacks = default_attacks(prof) if attacks is None else list(attacks)
+    test = test if test is not None else load_dataset(distilled.dataset, "test", root)
+    distilled.check_compatible(test.name, num_classes=test.num_classes, channels=test.channels,
+                               image_size=test.image_size)
+    train_images, train_labels = distilled.decoded()
+    dev = resolve_device(device)
+    lr = distilled.lr if (protocol.use_learned_lr and distilled.lr is not None) else protocol.lr
+    record = _evaluate_training_set(
+        train_images, train_labels, test, protocol, attacks, seed, dev, progress,
+        lr=lr, label=f"{distilled.method} IPC {distilled.ipc}")
+    record.update({
+        "method": distilled.method, "dataset": distilled.dataset, "ipc": distilled.ipc,
+        "profile": profile, "distilled": {
+            "images": len(distilled), "training_images": int(train_images.shape[0]),
+            "formation": distilled.formation, "soft_labels": distilled.soft,
+            "learned_lr": distilled.lr, "meta": distilled.meta},
+    })
+    return record
+
+
+def evaluate_full_dataset(train: ImageDataset, *, profile: str = "small",
+                          test: ImageDataset | None = None, root: str | None = None,
+                          attacks: list[AttackSpec] | None = None, seed: int = 0,
+                          device: str | torch.device = "auto", progress: bool = False,
+                          **protocol_overrides: Any) -> dict[str, Any]:
+    """The "full-size" baseline: the same protocol on the whole real training set."""
+    prof = get_profile(profile)
+    protocol = EvalProtocol.from_profile(prof, **protocol_overrides)
+    attacks = default_attacks(prof) if attacks is None else list(attacks)
+    test = test if test is not None else load_dataset(train.name, "test", root)
+    record = _evaluate_training_set(train.images, train.labels, test, protocol, attacks, seed,
+                                    resolve_device(device), progress, lr=protocol.lr,
+                                    label=f"full {train.name}")
+    record.update({"method": "full", "dataset": train.name, "ipc": None, "profile": profile,
+                   "distilled": {"training_images": len(train)}})
+    return record
+
+
+def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: ImageDataset,
+                           protocol: EvalProtocol, attacks: list[AttackSpec], seed: int,
+                           dev: torch.device, progress: bool, *, lr: float,
+                           label: str) -> dict[str, Any]:
+    arch = protocol.arch or _default_arch(test.name)
+    strategy = protocol.dsa_strategy or default_strategy(test.name)
+    augment = (DSA(DSAConfig(strategy=strategy), mean=test.mean, std=test.std)
+               if protocol.augmentation == "dsa" else None)
+    train_cfg = protocol.train_config(lr)
+    test_idx, attack_idx = test_subsets(test, protocol, seed)
+    x_test, y_test = test.pixels(test_idx, dev), test.labels[test_idx].to(dev)
+    x_att, y_att = test.pixels(attack_idx, dev), test.labels[attack_idx].to(dev)
+    models: list[dict[str, Any]] = []
+    total = protocol.num_models * (train_cfg.total_epochs + len(attacks))
+    with progress_bar(total, f"evaluate {label}", progress) as advance:
+        for k in range(protocol.num_models):
+            model_seed = derive_seed(seed, "eval-model", k)
+            model = build_model(arch, test.num_classes, test.channels, test.image_size,
+                                mean=test.mean, std=test.std, seed=model_seed, device=dev)
+            stats = train_model(model, images, labels, train_cfg,
+                                generator_for(seed, "eval-train", k), augment=augment,
+                                progress=advance)
+            t0 = time.perf_counter()
+            clean = accuracy(model, x_test, y_test)
+            clean_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            clean_attack_subset = accuracy(model, x_att, y_att)
+            entry: dict[str, Any] = {
+                "model_seed": model_seed, "clean_accuracy": clean,
+                "clean_seconds": clean_seconds,
+                "attack_subset_clean_accuracy": clean_attack_subset,
+                "attack_subset_clean_seconds": time.perf_counter() - t0,
+                "train": {"seconds": stats.seconds, "steps": stats.steps,
+                          "images_seen": stats.images_seen,
+                          "images_per_second": stats.images_per_second,
+                          "final_loss": stats.final_loss},
+                "attacks": {},
+            }
+            for spec in attacks:
+                result = run_attack(model, x_att, y_att, spec, test.num_classes)
+                robust = accuracy(model, result.adversarial, y_att)
+                item = {"accuracy": robust, "seconds": result.seconds,
+                        "gradients_per_example": result.gradients_per_example}
+                if result.targets is not None:
+                    hit = accuracy(model, result.adversarial, result.targets)
+                    item["target_success_rate"] = hit
+                entry["attacks"][spec.label] = item
+                advance(1)
+            models.append(entry)
+    summary = {"clean_accuracy": summarize([m["clean_accuracy"] for m in models]),
+               "attack_subset_clean_accuracy": summarize(
+                   [m["attack_subset_clean_accuracy"] for m in models])}
+    for spec in attacks:
+        summary[spec.label] = summarize([m["attacks"][spec.label]["accuracy"] for m in models])
+    return {
+        "format": RECORD_FORMAT, "format_version": RECORD_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": seed,
+        "protocol": {**protocol.model_dump(), "arch": arch, "dsa_strategy": strategy,
+                     "train": train_cfg.to_dict()},
+        "test_set": {"dataset": test.name, "split": test.split, "size": len(test),
+                     "examples": int(test_idx.numel()), "attack_examples": int(attack_idx.numel()),
+                     "subset_seed": seed, "subset_digest": _index_digest(test_idx),
+                     "attack_subset_digest": _index_digest(attack_idx)},
+        "attacks": [{**s.model_dump(), "label": s.label} for s in attacks],
+        "models": models,
+        "summary": summary,
+        "environment": environment(dev),
+    }
+
+
+def _default_arch(name: str) -> str:
+    try:
+        return dataset_info(name).default_arch
+    except UnknownNameError:
+        return "convnet"

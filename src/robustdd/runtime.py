@@ -1,0 +1,97 @@
+"""Run-time plumbing shared by every layer: devices, derived seeds, provenance, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed derived deterministically from ``parts`` (e.g. base seed, "model", k).
+
+    Strings are hashed stably (not with Python's salted ``hash``).
+    """
+    words: list[int] = []
+    for part in parts:
+        if isinstance(part, str):
+            words.extend(part.encode())
+        else:
+            words.append(int(part) & 0xFFFFFFFF)
+            words.append((int(part) >> 32) & 0xFFFFFFFF)
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def generator_for(*parts: int | str) -> torch.Generator:
+    """A CPU generator seeded with :func:`derive_seed` of ``parts``."""
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def git_revision() -> str | None:
+    """The git commit of the robustdd checkout (with ``-dirty``), or None outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+def environment(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Versions, device and git revision: the provenance every result record carries."""
+    import robustdd
+
+    info: dict[str, Any] = {
+        "robustdd": robustdd.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "git_revision": git_revision(),
+    }
+    if device is not None:
+        dev = torch.device(device)
+        info["device"] = str(dev)
+        info["device_name"] = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                               else platform.processor() or platform.machine())
+    return info
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
