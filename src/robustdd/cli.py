@@ -131,7 +131,8 @@ def import_cmd(
     else:
         raise typer.BadParameter(f"unknown format {kind!r}; known: dc, mtt")
     syn.save(out)
-    console.print(f"imported {len(syn)} images ({syn.method}, {syn.dataset}, IPC {syn.ipc}) → {out}")
+    console.print(f"imported {len(syn)} images ({syn.method}, {syn.dataset}, IPC {syn.ipc}) "
+                  f"→ {out}")
 
 
 @data_app.command("list")
@@ -139,12 +140,14 @@ def data_list(root: Path | None = typer.Option(None, help="Data root.")) -> None
     """Show the registered datasets and whether they are available."""
     from robustdd.data.prepare import list_datasets
 
-    rows = list_datasets(root)
     table = Table(title="datasets")
-    for col in rows[0]:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
+    for col in ("name", "classes", "shape", "available", "source", "folder"):
+        table.add_column(col, overflow="fold")
+    for row in list_datasets(root):
+        shape = "×".join(str(v) for v in row["shape"])
+        status = "yes" if row["available"] else (row["problem"] or "no")
+        table.add_row(row["name"], str(row["classes"]), shape, status, str(row["source"] or "–"),
+                      str(row["folder"] or "–"))
     console.print(table)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run a block with ``model`` in eval mode and its parameters frozen, then restore both."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # e.g. BN frozen inside a training net
     flags = [p.requires_grad for p in model.parameters()]
     model.eval()
     for p in model.parameters():
@@ -28,15 +28,17 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 def _loss_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                    targeted: bool) -> torch.Tensor:
     """Gradient of the attack objective; its ascent direction increases the attack's success."""
-    x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), labels, reduction="sum")
-    (grad,) = torch.autograd.grad(-loss if targeted else loss, x)
+    with torch.enable_grad():  # attacks may be called from no_grad evaluation code
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(-loss if targeted else loss, x)
     return grad
 
 
@@ -50,12 +52,31 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: f
 
 def pgd_linf(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
              steps: int, step_size: float, targeted: bool = False, random_start: bool = False,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, restarts: int = 1) -> torch.Tensor:
     """Projected gradient descent in the L∞ ball of radius ε around ``images``, within [0, 1].
 
     ``random_start`` draws a uniform start in the ball from ``generator`` (on the CPU, so the
-    same seed gives the same start on every device).
+    same seed gives the same start on every device). With ``restarts`` > 1 the attack is run
+    again from new random starts on the examples it has not yet fooled (untargeted: still
+    classified as ``labels``; targeted: not yet classified as the target ``labels``).
     """
+    best = _pgd_run(model, images, labels, eps, steps, step_size, targeted, random_start,
+                    generator)
+    for _ in range(restarts - 1):
+        with eval_mode(model), torch.no_grad():
+            pred = model(best).argmax(1)
+        open_ = pred != labels if targeted else pred == labels
+        if not bool(open_.any()):
+            break
+        idx = torch.nonzero(open_, as_tuple=True)[0]
+        best[idx] = _pgd_run(model, images[idx], labels[idx], eps, steps, step_size, targeted,
+                             True, generator)
+    return best
+
+
+def _pgd_run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
+             steps: int, step_size: float, targeted: bool, random_start: bool,
+             generator: torch.Generator | None) -> torch.Tensor:
     x0 = images.detach()
     x = x0.clone()
     if random_start:

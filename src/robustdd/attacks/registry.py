@@ -31,6 +31,8 @@ class AttackInfo:
 
 
 def _run_fgsm(model, images, goal, spec, generator):
+    if spec.restarts != 1:
+        raise ValueError("fgsm is deterministic: restarts must be 1")
     return fgsm(model, images, goal, eps=spec.eps, targeted=spec.targeted), 1
 
 
@@ -38,8 +40,9 @@ def _run_pgd(model, images, goal, spec, generator):
     # Without an explicit step, 2.5·ε/steps (Madry et al.'s rule of thumb).
     step = spec.step_size if spec.step_size is not None else 2.5 * spec.eps / max(spec.steps, 1)
     adv = pgd_linf(model, images, goal, eps=spec.eps, steps=spec.steps, step_size=step,
-                   targeted=spec.targeted, random_start=spec.random_start, generator=generator)
-    return adv, spec.steps
+                   targeted=spec.targeted, random_start=spec.random_start, generator=generator,
+                   restarts=spec.restarts)
+    return adv, spec.steps * spec.restarts  # an upper bound: restarts stop once all are fooled
 
 
 ATTACKS: dict[str, AttackInfo] = {
@@ -81,8 +84,9 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
     if spec.targeted and not info.targeted:
         raise ValueError(f"attack {spec.name!r} has no targeted form; refusing to run it "
                          "targeted (it would silently measure something else)")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError("attacks take [0, 1] pixel images; got values outside that range")
+    if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
+        raise ValueError("attacks take [0, 1] pixel images; got values outside that range "
+                         "(or NaN)")
     generator = torch.Generator().manual_seed(spec.seed)
     start = time.perf_counter()
     targets = None

@@ -158,7 +158,8 @@ class VGG11(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block; ``avgpool_downsample`` is the DD "AP" variant."""
+    """ResNet basic block; ``avgpool_downsample`` is the DD "AP" variant (``BasicBlock_AP``:
+    stride-1 convs, 2×2 average pooling after the first activation and in the shortcut)."""
 
     expansion = 1
 
@@ -181,13 +182,17 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(*short)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.pool(self.conv1(x))))
+        out = self.pool(F.relu(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 for small images (3×3 stem, no max-pool), DD reference style."""
+    """ResNet-18 for small images (3×3 stem, no max-pool), DD reference style.
+
+    The standard variant average-pools the last feature map globally (512 features); the "AP"
+    variant, like the reference ``ResNet_AP``, flattens it (512·4·4 for 32×32 inputs).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int,
                  norm: str = "instancenorm", avgpool_downsample: bool = False):
@@ -201,11 +206,15 @@ class ResNet18(nn.Module):
                 blocks.append(BasicBlock(in_planes, planes, s, norm, avgpool_downsample))
                 in_planes = planes
         self.layers = nn.Sequential(*blocks)
-        self.feature_dim = 512
-        self.classifier = nn.Linear(512, num_classes)
+        self.flatten_map = avgpool_downsample
+        size = image_size // 8
+        self.feature_dim = 512 * size * size if avgpool_downsample else 512
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        if self.flatten_map:
+            return out.flatten(1)
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

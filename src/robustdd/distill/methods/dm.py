@@ -82,7 +82,7 @@ def run_dm(ctx: DistillContext, config: DMConfig) -> DistilledSet:
     init_pixels, labels = initial_images(ctx, config.init)
     z = ((init_pixels.to(dev) - mean) / std).requires_grad_(True)
     optimizer = torch.optim.SGD([z], lr=config.lr_img, momentum=config.momentum)
-    strategy = config.dsa_strategy if config.dsa_strategy is not None else default_strategy(data.name)
+    strategy = config.dsa_strategy or default_strategy(data.name)
     dsa = DSA(DSAConfig(strategy=strategy), mean=data.mean, std=data.std)
     real_images = data.images.to(dev)  # uint8 on the device; converted per batch
     class_idx = per_class_indices(data.labels, C)

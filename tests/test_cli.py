@@ -1,0 +1,74 @@
+"""The ``robustdd`` command as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from robustdd.cli import app
+from robustdd.distilled import DistilledSet
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def data_root(monkeypatch, shared_data_root):
+    monkeypatch.setenv("ROBUSTDD_DATA", str(shared_data_root))
+
+
+def _ok(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_distill_evaluate_show_round_trip(tmp_path):
+    set_dir = tmp_path / "dm-digits"
+    _ok(["distill", "dm", "digits", "--ipc", "2", "--profile", "smoke", "--out", str(set_dir),
+         "--set", "iterations=3", "--set", "batch_real=8", "--device", "cpu"])
+    syn = DistilledSet.load(set_dir)
+    assert syn.method == "dm" and syn.ipc == 2 and syn.meta["config"]["iterations"] == 3
+
+    record_path = tmp_path / "rec.json"
+    out = _ok(["evaluate", str(set_dir), "--profile", "smoke", "--models", "1",
+               "--out", str(record_path)])
+    record = json.loads(record_path.read_text())
+    assert record["method"] == "dm" and len(record["models"]) == 1
+    assert "pgd" in out and "clean" in out
+
+    png = tmp_path / "grid.png"
+    _ok(["show", str(set_dir), "--out", str(png), "--scale", "1"])
+    with Image.open(png) as im:
+        assert im.size[1] > 10 * 8  # one row of 8-px images per class
+
+
+def test_data_list_and_prepare_digits():
+    out = _ok(["data", "list"])
+    for name in ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist", "tiny-imagenet",
+                 "digits"):
+        assert name in out
+    assert "needs no preparation" in _ok(["data", "prepare", "digits"])
+
+
+def test_import_dc_file(tmp_path):
+    import torch
+
+    images = torch.rand(10, 1, 8, 8)
+    mean, std = 0.3053, 0.3759
+    torch.save({"data": [((images - mean) / std, torch.arange(10))]}, tmp_path / "res.pt")
+    _ok(["import", "dc", str(tmp_path / "res.pt"), "--dataset", "digits", "--out",
+         str(tmp_path / "imported")])
+    syn = DistilledSet.load(tmp_path / "imported")
+    torch.testing.assert_close(syn.images, images, atol=1e-5, rtol=0)
+
+
+def test_errors_are_one_clear_line_and_exit_code_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "robustdd.cli", "distill", "nope", "digits",
+                           "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "unknown method 'nope'" in proc.stderr and "dm" in proc.stderr
+    assert "Traceback" not in proc.stderr
