@@ -122,3 +122,14 @@ def test_cifar10_real_path_smoke(cifar10_train, cifar10_test):
     rec = robustdd.evaluate(syn, profile="smoke", test=cifar10_test, num_models=1)
     assert rec["protocol"]["arch"] == "convnet" and rec["test_set"]["size"] == 10000
     assert 0.0 <= rec["summary"]["clean_accuracy"]["mean"] <= 100.0
+
+
+def test_full_dataset_baseline_uses_the_same_protocol(digits_train, digits_test):
+    from robustdd.evaluate import evaluate_full_dataset
+
+    rec = evaluate_full_dataset(digits_train, profile="smoke", test=digits_test, num_models=1,
+                                epochs=2)
+    assert rec["method"] == "full" and rec["distilled"]["training_images"] == len(digits_train)
+    assert rec["protocol"]["train"]["total_epochs"] == 3
+    assert rec["models"][0]["train"]["images_seen"] == 3 * len(digits_train)
+    assert rec["summary"]["clean_accuracy"]["mean"] > 50.0  # 3 epochs over 1,347 real digits
