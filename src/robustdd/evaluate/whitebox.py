@@ -14,6 +14,15 @@ from robustdd.data import ImageDataset, dataset_info, load_dataset
 from robustdd.distilled import DistilledSet
 from robustdd.errors import UnknownNameError
 from robustdd.evaluate.protocol import EvalProtocol, default_attacks
+from robustdd.evaluate.shift import (
+    BLUR_RADIUS,
+    N_CLUSTERS,
+    NOISE_VARIANCE,
+    SHIFTS,
+    cluster_accuracies,
+    cluster_assignment,
+    shifted_images,
+)
 from robustdd.nn import build_model
 from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
 from robustdd.nn.train import accuracy, train_model
@@ -49,7 +58,7 @@ def _index_digest(idx: torch.Tensor) -> str:
 
 def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageDataset | None = None,
              root: str | None = None, attacks: list[AttackSpec] | None = None, seed: int = 0,
-             device: str | torch.device = "auto", progress: bool = False,
+             device: str | torch.device = "auto", progress: bool = False, shift: bool = False,
              **protocol_overrides: Any) -> dict[str, Any]:
     """Train K fresh models on ``distilled`` and return a JSON-serialisable result record.
 
@@ -57,6 +66,8 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     with generator ``derive_seed(seed, "eval-train", k)``; clean accuracy is measured on a seeded
     test subset and every attack in ``attacks`` (default: the profile's) on its attack subset.
     ``protocol_overrides`` change :class:`EvalProtocol` fields (e.g. ``num_models=1``).
+    With ``shift`` every model is also scored on the RDD distribution-shift tests
+    (:mod:`robustdd.evaluate.shift`: Cluster-min/mean, Noise, Blur, Invert) over the test subset.
     """
     prof = get_profile(profile)
     protocol = EvalProtocol.from_profile(prof, **protocol_overrides)
@@ -69,7 +80,7 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     lr = distilled.lr if (protocol.use_learned_lr and distilled.lr is not None) else protocol.lr
     record = _evaluate_training_set(
         train_images, train_labels, test, protocol, attacks, seed, dev, progress,
-        lr=lr, label=f"{distilled.method} IPC {distilled.ipc}")
+        lr=lr, label=f"{distilled.method} IPC {distilled.ipc}", shift=shift)
     record.update({
         "method": distilled.method, "dataset": distilled.dataset, "ipc": distilled.ipc,
         "profile": profile, "distilled": {
@@ -101,7 +112,7 @@ def evaluate_full_dataset(train: ImageDataset, *, profile: str = "small",
 def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: ImageDataset,
                            protocol: EvalProtocol, attacks: list[AttackSpec], seed: int,
                            dev: torch.device, progress: bool, *, lr: float,
-                           label: str) -> dict[str, Any]:
+                           label: str, shift: bool = False) -> dict[str, Any]:
     arch = protocol.arch or _default_arch(test.name)
     strategy = protocol.dsa_strategy or default_strategy(test.name)
     augment = (DSA(DSAConfig(strategy=strategy), mean=test.mean, std=test.std)
@@ -110,6 +121,7 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
     test_idx, attack_idx = test_subsets(test, protocol, seed)
     x_test, y_test = test.pixels(test_idx, dev), test.labels[test_idx].to(dev)
     x_att, y_att = test.pixels(attack_idx, dev), test.labels[attack_idx].to(dev)
+    shift_sets = _shift_sets(test, test_idx, seed, dev) if shift else None
     models: list[dict[str, Any]] = []
     total = protocol.num_models * (train_cfg.total_epochs + len(attacks))
     with progress_bar(total, f"evaluate {label}", progress) as advance:
@@ -146,12 +158,17 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
                     item["target_success_rate"] = hit
                 entry["attacks"][spec.label] = item
                 advance(1)
+            if shift_sets is not None:
+                entry["shift"] = _shift_scores(model, shift_sets, x_test, y_test)
             models.append(entry)
     summary = {"clean_accuracy": summarize([m["clean_accuracy"] for m in models]),
                "attack_subset_clean_accuracy": summarize(
                    [m["attack_subset_clean_accuracy"] for m in models])}
     for spec in attacks:
         summary[spec.label] = summarize([m["attacks"][spec.label]["accuracy"] for m in models])
+    if shift_sets is not None:
+        for key in ("cluster_min", "cluster_mean", *SHIFTS):
+            summary[key] = summarize([m["shift"][key] for m in models])
     return {
         "format": RECORD_FORMAT, "format_version": RECORD_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -163,10 +180,29 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
                      "subset_seed": seed, "subset_digest": _index_digest(test_idx),
                      "attack_subset_digest": _index_digest(attack_idx)},
         "attacks": [{**s.model_dump(), "label": s.label} for s in attacks],
+        "shift": ({"tests": ["cluster_min", "cluster_mean", *SHIFTS], "clusters": N_CLUSTERS,
+                   "kmeans_seed": 0, "noise_variance": NOISE_VARIANCE, "noise_seed": seed,
+                   "blur_radius": BLUR_RADIUS} if shift else None),
         "models": models,
         "summary": summary,
         "environment": environment(dev),
     }
+
+
+def _shift_sets(test: ImageDataset, test_idx: torch.Tensor, seed: int,
+                dev: torch.device) -> dict[str, torch.Tensor]:
+    """Cluster ids and shifted images of the test subset, built once per evaluation."""
+    clusters = torch.from_numpy(cluster_assignment(test))[test_idx]
+    sets = {kind: shifted_images(test, kind, test_idx, seed).to(dev) for kind in SHIFTS}
+    return {"clusters": clusters, **sets}
+
+
+def _shift_scores(model: torch.nn.Module, sets: dict[str, torch.Tensor], images: torch.Tensor,
+                  labels: torch.Tensor) -> dict[str, Any]:
+    scores: dict[str, Any] = cluster_accuracies(model, images, labels, sets["clusters"])
+    for kind in SHIFTS:
+        scores[kind] = accuracy(model, sets[kind], labels)
+    return scores
 
 
 def _default_arch(name: str) -> str:
