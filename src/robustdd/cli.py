@@ -135,6 +135,41 @@ def import_cmd(
                   f"→ {out}")
 
 
+@app.command("metrics")
+def metrics_cmd(
+    records: list[Path] = typer.Argument(
+        ..., exists=True, dir_okay=False,
+        help="JSON files: evaluation record(s), or {'records': [{ipc, mode, attack, accuracy, "
+             "time}, ...]}."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the metrics JSON."),
+    crei_weight: float = typer.Option(0.5, help="Weight w of RR/I-RR in CREI/I-CREI (0 to 1)."),
+    t0_rule: str = typer.Option("same-mode", help="Clean time T0: same-mode or min."),
+    exclude: list[str] | None = typer.Option(
+        None, help="Attack to leave out (name; name-T: targeted only). Repeatable."),
+) -> None:
+    """BEARD/ROME robustness metrics (RR, I-RR, AE, CREI, I-CREI) per IPC and pooled."""
+    from robustdd.metrics import MODES, compute_metrics, load_metrics_input, metrics_table
+
+    try:
+        result = compute_metrics(load_metrics_input(records), crei_weight=crei_weight,
+                                 t0_rule=t0_rule, exclude=exclude or ())
+    except RobustDDError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for mode in MODES:
+        if mode in result:
+            console.print(metrics_table(result, mode))
+            blocks = [(f"IPC {ipc}", b) for ipc, b in result[mode]["ipc"].items()]
+            for where, block in [*blocks, ("pooled", result[mode]["pooled"])]:
+                for note in block["notes"]:
+                    console.print(f"  {mode} {where}: {note}")
+    if output is not None:
+        from robustdd.runtime import write_json_atomic
+
+        write_json_atomic(output, result)
+        console.print(f"metrics written to {output}")
+
+
 @data_app.command("list")
 def data_list(root: Path | None = typer.Option(None, help="Data root.")) -> None:
     """Show the registered datasets and whether they are available."""
