@@ -1,0 +1,100 @@
+"""Query attacks (Square, SPSA) and the AutoAttack adapter on a small trained digits model."""
+
+import pytest
+import torch
+from torch import nn
+
+from robustdd.attacks.autoattack import autoattack, pyautoattack_version
+from robustdd.attacks.query import spsa, square
+from robustdd.data import load_dataset
+from robustdd.nn import build_model
+from robustdd.nn.train import TrainConfig, accuracy, train_model
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class GradSpy(nn.Module):
+    """Records whether autograd was enabled at each forward of the wrapped model."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.grad_enabled = []
+
+    def forward(self, x):
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def model(one_thread):
+    train = load_dataset("digits", "train")
+    net = build_model("convnetd2", 10, 1, 8, mean=train.mean, std=train.std, seed=0)
+    train_model(net, train.images, train.labels, TrainConfig(epochs=1, lr=0.02, batch_size=128),
+                torch.Generator().manual_seed(0))
+    return net
+
+
+@pytest.fixture(scope="module")
+def batch():
+    test = load_dataset("digits", "test")
+    return test.pixels(torch.arange(32)), test.labels[:32]
+
+
+def _in_linf_ball(adv, x, eps):
+    return bool((adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1)
+
+
+def test_square_is_output_only_bounded_effective_and_seeded(model, batch):
+    x, y = batch
+    spy = GradSpy(model)
+    model.zero_grad(set_to_none=True)
+    state = torch.get_rng_state()
+    adv, queries = square(spy, x, y, eps=0.15, queries=300, seed=1)
+    assert torch.equal(torch.get_rng_state(), state)  # pyautoattack's reseeding is contained
+    assert spy.grad_enabled and not any(spy.grad_enabled)  # never a differentiable forward
+    assert all(p.grad is None for p in model.parameters())
+    assert _in_linf_ball(adv, x, 0.15)
+    assert 1 <= queries <= 301
+    assert accuracy(model, adv, y) < accuracy(model, x, y) - 20
+    again, _ = square(model, x, y, eps=0.15, queries=300, seed=1)
+    assert torch.equal(adv, again)
+
+
+def test_square_targeted_hits_targets(model, batch):
+    x, y = batch
+    targets = (y + 1) % 10
+    adv, _ = square(model, x, targets, eps=0.25, queries=500, seed=0, targeted=True)
+    assert accuracy(model, adv, targets) > 30.0  # chance is ~11%
+
+
+def test_spsa_is_output_only_bounded_effective_and_seeded(model, batch):
+    x, y = batch
+    spy = GradSpy(model)
+    adv, queries = spsa(spy, x, y, eps=0.15, steps=6, lr=0.05, samples=16, chunk=16,
+                        generator=torch.Generator().manual_seed(0))
+    assert not any(spy.grad_enabled)
+    assert _in_linf_ball(adv, x, 0.15)
+    assert queries == 6 * 2 * 16
+    assert accuracy(model, adv, y) < accuracy(model, x, y) - 20
+    again, _ = spsa(model, x, y, eps=0.15, steps=6, lr=0.05, samples=16, chunk=16,
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.equal(adv, again)
+
+
+def test_autoattack_apgd_subset(model, batch):
+    x, y = batch
+    state = torch.get_rng_state()
+    adv = autoattack(model, x[:16], y[:16], eps=0.1, version="custom", components=("apgd-ce",))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert _in_linf_ball(adv, x[:16], 0.1)
+    assert accuracy(model, adv, y[:16]) < accuracy(model, x[:16], y[:16])
+    assert pyautoattack_version().startswith("0.")
+    with pytest.raises(ValueError, match="components"):
+        autoattack(model, x, y, eps=0.1, version="custom", components=("nope",))
