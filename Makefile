@@ -12,11 +12,15 @@ STAMP := $(VENV)/.robustdd-installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@# test-only oracle for tests/test_attacks_more.py; --no-deps: it pins requests~=2.25.1 and
+	@# pulls torchvision, neither needed by the attacks compared (it also ships a stray top-level
+	@# `robustbench` package, so keep it out of pyproject and out of user installs)
+	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
 	@touch $@
 
 demo: $(STAMP)

@@ -98,3 +98,31 @@ def test_autoattack_apgd_subset(model, batch):
     assert pyautoattack_version().startswith("0.")
     with pytest.raises(ValueError, match="components"):
         autoattack(model, x, y, eps=0.1, version="custom", components=("nope",))
+
+
+def test_registry_runs_query_attacks_and_reports_queries(model, batch):
+    from robustdd.attacks import AttackSpec, run_attack
+
+    x, y = batch
+    sq = run_attack(model, x, y, AttackSpec(name="square", eps=0.1, queries=50))
+    assert sq.gradients_per_example == 0 and 1 <= sq.queries_per_example <= 51
+    sp = run_attack(model, x, y, AttackSpec(name="spsa", eps=0.1, samples=8, targeted=True))
+    assert sp.queries_per_example == 16 and sp.targets is not None
+    with pytest.raises(ValueError, match="no targeted form"):
+        run_attack(model, x, y, AttackSpec(name="autoattack", targeted=True))
+
+
+def test_suites_are_well_formed():
+    from robustdd.attacks import ATTACKS, SUITES, suite
+
+    for name in SUITES:
+        specs = suite(name)
+        labels = [s.label for s in specs]
+        assert len(labels) == len(set(labels))
+        for s in specs:
+            assert s.name in ATTACKS and (ATTACKS[s.name].targeted or not s.targeted)
+    beard = {s.label: s for s in suite("beard")}
+    assert "deepfool-T" not in beard and "autoattack-T" not in beard
+    assert beard["pgd"].step_size == pytest.approx(2 / 255)  # not BEARD's 2/225 typo
+    assert beard["pgd-l2"].eps == pytest.approx(128 / 255)
+    assert all(s.eps == pytest.approx(1 / 255) for s in suite("guard") if s.name != "cw")

@@ -133,3 +133,30 @@ def test_full_dataset_baseline_uses_the_same_protocol(digits_train, digits_test)
     assert rec["protocol"]["train"]["total_epochs"] == 3
     assert rec["models"][0]["train"]["images_seen"] == 3 * len(digits_train)
     assert rec["summary"]["clean_accuracy"]["mean"] > 50.0  # 3 epochs over 1,347 real digits
+
+
+def test_evaluate_with_a_suite_curves_and_sanity_checks(digits_train, digits_test):
+    syn = robustdd.distill("random", digits_train, ipc=5, seed=0, profile="smoke")
+    rec = robustdd.evaluate(syn, profile="smoke", test=digits_test, attacks="quick",
+                            curves=True, num_models=1, attack_examples=32)
+    model = rec["models"][0]
+    assert [a["label"] for a in rec["attacks"]] == ["fgsm", "fgsm-T", "pgd", "pgd-T"]
+    eps_curve = model["curves"]["untargeted"]["eps"]
+    assert eps_curve["0"] == model["attack_subset_clean_accuracy"]  # ε = 0 is a clean pass
+    assert eps_curve["10"] <= eps_curve["0"]
+    assert set(model["curves"]["targeted"]["steps"]) == {"2", "4", "6", "8", "10"}
+    assert isinstance(model["warnings"], list)
+    with pytest.raises(UnknownNameError, match="beard"):
+        robustdd.evaluate(syn, profile="smoke", test=digits_test, attacks="nope")
+
+
+def test_sanity_warnings_flag_masking():
+    from robustdd.evaluate.curves import sanity_warnings
+
+    curves = {"untargeted": {"eps": {"0": 50.0, "2": 30.0, "4": 40.0}, "steps": {"2": 20.0}}}
+    warnings = sanity_warnings(51.0, curves, {"pgd": 30.0}, {"square": 10.0})
+    assert any("eps=0" in w for w in warnings)
+    assert any("rises with eps" in w for w in warnings)
+    assert any("black-box square" in w for w in warnings)
+    assert sanity_warnings(50.0, {"untargeted": {"eps": {"0": 50.0, "2": 30.0}}},
+                           {"pgd": 30.0}, {"square": 35.0}) == []

@@ -78,8 +78,12 @@ def evaluate_cmd(
     device: str = typer.Option("auto"),
     root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Protocol override key=value."),
+    suite: str | None = typer.Option(None, help="Attack suite: beard, beard-query, guard, "
+                                                "quick (default: FGSM + PGD, both modes)."),
+    shift: bool = typer.Option(False, help="Also run the distribution-shift tests."),
+    curves: bool = typer.Option(False, help="Also measure PGD accuracy vs eps and steps."),
 ) -> None:
-    """Train K models on a distilled set; report clean, FGSM and PGD accuracy."""
+    """Train K models on a distilled set; report clean and attacked accuracy."""
     from robustdd.distilled import DistilledSet
     from robustdd.evaluate import evaluate
     from robustdd.report import records_table
@@ -90,10 +94,14 @@ def evaluate_cmd(
     if models is not None:
         overrides["num_models"] = models
     record = evaluate(syn, profile=profile, seed=seed, device=device,
-                      root=str(root) if root else None, progress=True, **overrides)
+                      root=str(root) if root else None, progress=True, attacks=suite,
+                      shift=shift, curves=curves, **overrides)
     out = out or distilled.with_name(distilled.name + f"-eval-{profile}-s{seed}.json")
     write_json_atomic(out, record)
     console.print(records_table([record]))
+    for k, model in enumerate(record["models"]):
+        for warning in model["warnings"]:
+            err_console.print(f"[yellow]warning[/yellow] (model {k}): {warning}")
     console.print(f"record written to {out}")
 
 

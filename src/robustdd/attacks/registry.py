@@ -5,18 +5,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from robustdd.attacks.cw import cw_l2_with_steps
+from robustdd.attacks.deepfool import deepfool_with_steps
 from robustdd.attacks.gradient import eval_mode, fgsm, pgd_linf
+from robustdd.attacks.l2 import pgd_l2
+from robustdd.attacks.momentum import mim
+from robustdd.attacks.query import spsa, square
 from robustdd.attacks.spec import AttackSpec
 from robustdd.attacks.targets import choose_targets
 from robustdd.errors import UnknownNameError
 
-# runner(model, images, goal_labels, spec, generator) -> (adversarial, input gradients per example)
-Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, AttackSpec, torch.Generator],
-                  tuple[torch.Tensor, int]]
+# runner(model, images, goal_labels, spec, generator) -> (adversarial, input gradients per
+# example[, mean model queries per example for query attacks])
+Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, AttackSpec, torch.Generator], tuple]
 
 
 @dataclass(frozen=True)
@@ -28,15 +34,29 @@ class AttackInfo:
     targeted: bool
     description: str
     runner: Runner
+    query: bool = False  # black-box: uses model outputs only, never gradients
+
+
+def _require(spec: AttackSpec, *, loss: str | None = "ce", allow_restarts: bool = False,
+             allow_random_start: bool = False) -> None:
+    """Refuse spec settings an attack would otherwise silently ignore (``loss=None``: any)."""
+    if loss is not None and spec.loss != loss:
+        raise ValueError(f"attack {spec.name!r} uses the {loss!r} loss, not {spec.loss!r}")
+    if not allow_restarts and spec.restarts != 1:
+        raise ValueError(f"attack {spec.name!r} has no random restarts: restarts must be 1")
+    if not allow_random_start and spec.random_start:
+        raise ValueError(f"attack {spec.name!r} has no random start")
 
 
 def _run_fgsm(model, images, goal, spec, generator):
     if spec.restarts != 1:
         raise ValueError("fgsm is deterministic: restarts must be 1")
+    _require(spec, allow_random_start=True)  # (random_start has always been ignored by fgsm)
     return fgsm(model, images, goal, eps=spec.eps, targeted=spec.targeted), 1
 
 
 def _run_pgd(model, images, goal, spec, generator):
+    _require(spec, allow_restarts=True, allow_random_start=True)
     # Without an explicit step, 2.5·ε/steps (Madry et al.'s rule of thumb).
     step = spec.step_size if spec.step_size is not None else 2.5 * spec.eps / max(spec.steps, 1)
     adv = pgd_linf(model, images, goal, eps=spec.eps, steps=spec.steps, step_size=step,
@@ -45,12 +65,90 @@ def _run_pgd(model, images, goal, spec, generator):
     return adv, spec.steps * spec.restarts  # an upper bound: restarts stop once all are fooled
 
 
+def _run_pgd_l2(model, images, goal, spec, generator):
+    _require(spec, allow_restarts=True, allow_random_start=True)
+    step = spec.step_size if spec.step_size is not None else 2.5 * spec.eps / max(spec.steps, 1)
+    adv = pgd_l2(model, images, goal, eps=spec.eps, steps=spec.steps, step_size=step,
+                 targeted=spec.targeted, random_start=spec.random_start, generator=generator,
+                 restarts=spec.restarts)
+    return adv, spec.steps * spec.restarts  # an upper bound, as for pgd
+
+
+def _run_mim(model, images, goal, spec, generator):
+    _require(spec)
+    # Without an explicit step, ε/steps (Dong et al. 2018).
+    step = spec.step_size if spec.step_size is not None else spec.eps / max(spec.steps, 1)
+    adv = mim(model, images, goal, eps=spec.eps, steps=spec.steps, step_size=step,
+              decay=spec.decay, targeted=spec.targeted)
+    return adv, spec.steps
+
+
+def _run_cw(model, images, goal, spec, generator):
+    _require(spec, loss="margin")
+    adv, done = cw_l2_with_steps(model, images, goal, c=spec.c, kappa=spec.kappa,
+                                 steps=spec.steps, lr=spec.lr, targeted=spec.targeted)
+    return adv, done  # exact: every example runs the same steps (the batch stops together)
+
+
+def _run_deepfool(model, images, goal, spec, generator):
+    _require(spec, loss=None)
+    adv, taken, num_classes = deepfool_with_steps(model, images, goal, steps=spec.steps,
+                                                  overshoot=spec.overshoot)
+    # C input gradients per Jacobian step: exact for the slowest example, an upper bound for
+    # the others (they stop once fooled).
+    return adv, taken * num_classes
+
+
+def _run_square(model, images, goal, spec, generator):
+    _require(spec, loss="margin")
+    adv, queries = square(model, images, goal, eps=spec.eps, norm=spec.norm,
+                          queries=spec.queries, p_init=spec.p_init, seed=spec.seed,
+                          targeted=spec.targeted)
+    return adv, 0, queries
+
+
+def _run_spsa(model, images, goal, spec, generator):
+    _require(spec, loss="margin")
+    adv, queries = spsa(model, images, goal, eps=spec.eps, steps=spec.steps, delta=spec.delta,
+                        lr=spec.lr, samples=spec.samples, targeted=spec.targeted,
+                        generator=generator)
+    return adv, 0, queries
+
+
+def _run_autoattack(model, images, goal, spec, generator):
+    from robustdd.attacks.autoattack import autoattack
+
+    _require(spec, loss=None)
+    adv = autoattack(model, images, goal, eps=spec.eps, norm=spec.norm, version=spec.version,
+                     components=spec.components, seed=spec.seed)
+    return adv, None  # pyautoattack does not report its gradient count
+
+
 ATTACKS: dict[str, AttackInfo] = {
     "fgsm": AttackInfo("fgsm", ("linf",), True, "one signed-gradient step of size eps",
                        _run_fgsm),
     "pgd": AttackInfo("pgd", ("linf",), True,
                       "projected gradient descent in the L-inf ball (Madry et al. 2018)",
                       _run_pgd),
+    "pgd-l2": AttackInfo("pgd-l2", ("l2",), True,
+                         "projected gradient descent in the L2 ball (normalised-gradient steps)",
+                         _run_pgd_l2),
+    "mim": AttackInfo("mim", ("linf",), True,
+                      "momentum iterative FGSM in the L-inf ball (Dong et al. 2018)", _run_mim),
+    "cw": AttackInfo("cw", ("l2",), True,
+                     "Carlini-Wagner L2, Adam in tanh space, fixed c, unbounded (eps unused)",
+                     _run_cw),
+    "deepfool": AttackInfo("deepfool", ("l2",), False,
+                           "DeepFool L2, batched, minimal perturbation, unbounded (eps unused)",
+                           _run_deepfool),
+    "square": AttackInfo("square", ("linf", "l2"), True,
+                         "Square query attack (Andriushchenko et al. 2020; pyautoattack)",
+                         _run_square, query=True),
+    "spsa": AttackInfo("spsa", ("linf",), True,
+                       "SPSA query attack with Adam (Uesato et al. 2018)", _run_spsa, query=True),
+    "autoattack": AttackInfo("autoattack", ("linf", "l2"), False,
+                             "AutoAttack ensemble via pyautoattack (Croce & Hein 2020)",
+                             _run_autoattack),
 }
 
 
@@ -60,8 +158,9 @@ class AttackResult:
 
     adversarial: torch.Tensor
     targets: torch.Tensor | None
-    gradients_per_example: int
+    gradients_per_example: int | None  # None: the attack's library does not report it
     seconds: float
+    queries_per_example: float | None = None  # query attacks: mean forward queries
 
 
 def attack_info(name: str) -> AttackInfo:
@@ -97,22 +196,23 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
                 num_classes = int(model(images[:1]).shape[1])
         targets = choose_targets(labels, num_classes, spec.target_policy, logits=logits,
                                  generator=generator)
-    adv, grads = info.runner(model, images, targets if spec.targeted else labels, spec,
-                             generator)
+    adv, grads, *queries = info.runner(model, images, targets if spec.targeted else labels,
+                                       spec, generator)
     if adv.is_cuda:
         torch.cuda.synchronize(adv.device)
-    return AttackResult(adv, targets, grads, time.perf_counter() - start)
+    return AttackResult(adv, targets, grads, time.perf_counter() - start,
+                        queries[0] if queries else None)
 
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str, *,
-           eps: float = 8 / 255, steps: int = 10, step_size: float | None = 2 / 255,
-           targeted: bool = False, target_policy: str = "next", random_start: bool = False,
-           seed: int = 0, num_classes: int | None = None) -> torch.Tensor:
+           num_classes: int | None = None, **options: Any) -> torch.Tensor:
     """Return adversarial versions of pixel-space ``images`` for ``model``.
 
-    ``name`` is one of :data:`ATTACKS`; ε and step sizes are in pixel units. Unknown names and
-    targeted requests for attacks without a targeted form raise (never a silent clean pass).
+    ``name`` is one of :data:`ATTACKS`; ``options`` are :class:`AttackSpec` fields (``eps``,
+    ``steps``, ``step_size``, ``targeted``, ``target_policy``, ``random_start``, ``seed``, ``c``,
+    ...); unset ones take the attack's defaults (ε and step sizes in pixel units). Unknown names
+    and targeted requests for attacks without a targeted form raise (never a silent clean pass).
     """
-    spec = AttackSpec(name=name, eps=eps, steps=steps, step_size=step_size, targeted=targeted,
-                      target_policy=target_policy, random_start=random_start, seed=seed)
+    attack_info(name)
+    spec = AttackSpec(name=name, **options)
     return run_attack(model, images, labels, spec, num_classes).adversarial

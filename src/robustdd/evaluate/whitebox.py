@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustdd.attacks import AttackSpec, run_attack
+from robustdd.attacks import ATTACKS, AttackSpec, run_attack, suite
 from robustdd.data import ImageDataset, dataset_info, load_dataset
 from robustdd.distilled import DistilledSet
 from robustdd.errors import UnknownNameError
+from robustdd.evaluate.curves import robustness_curves, sanity_warnings
 from robustdd.evaluate.protocol import EvalProtocol, default_attacks
 from robustdd.evaluate.shift import (
     BLUR_RADIUS,
@@ -57,8 +58,9 @@ def _index_digest(idx: torch.Tensor) -> str:
 
 
 def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageDataset | None = None,
-             root: str | None = None, attacks: list[AttackSpec] | None = None, seed: int = 0,
-             device: str | torch.device = "auto", progress: bool = False, shift: bool = False,
+             root: str | None = None, attacks: list[AttackSpec] | str | None = None,
+             seed: int = 0, device: str | torch.device = "auto", progress: bool = False,
+             shift: bool = False, curves: bool = False,
              **protocol_overrides: Any) -> dict[str, Any]:
     """Train K fresh models on ``distilled`` and return a JSON-serialisable result record.
 
@@ -66,12 +68,15 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     with generator ``derive_seed(seed, "eval-train", k)``; clean accuracy is measured on a seeded
     test subset and every attack in ``attacks`` (default: the profile's) on its attack subset.
     ``protocol_overrides`` change :class:`EvalProtocol` fields (e.g. ``num_models=1``).
-    With ``shift`` every model is also scored on the RDD distribution-shift tests
-    (:mod:`robustdd.evaluate.shift`: Cluster-min/mean, Noise, Blur, Invert) over the test subset.
+    ``attacks`` is a list of specs or a suite name (``beard``, ``beard-query``, ``guard``,
+    ``quick``). With ``shift`` every model is also scored on the RDD distribution-shift tests
+    (:mod:`robustdd.evaluate.shift`: Cluster-min/mean, Noise, Blur, Invert) over the test subset;
+    with ``curves`` on PGD accuracy versus ε and steps (:mod:`robustdd.evaluate.curves`). Each
+    model gets ``warnings`` from the gradient-masking sanity checks.
     """
     prof = get_profile(profile)
     protocol = EvalProtocol.from_profile(prof, **protocol_overrides)
-    attacks = default_attacks(prof) if attacks is None else list(attacks)
+    attacks = _resolve_attacks(attacks, prof)
     test = test if test is not None else load_dataset(distilled.dataset, "test", root)
     distilled.check_compatible(test.name, num_classes=test.num_classes, channels=test.channels,
                                image_size=test.image_size)
@@ -80,7 +85,7 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     lr = distilled.lr if (protocol.use_learned_lr and distilled.lr is not None) else protocol.lr
     record = _evaluate_training_set(
         train_images, train_labels, test, protocol, attacks, seed, dev, progress,
-        lr=lr, label=f"{distilled.method} IPC {distilled.ipc}", shift=shift)
+        lr=lr, label=f"{distilled.method} IPC {distilled.ipc}", shift=shift, curves=curves)
     record.update({
         "method": distilled.method, "dataset": distilled.dataset, "ipc": distilled.ipc,
         "profile": profile, "distilled": {
@@ -93,13 +98,13 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
 
 def evaluate_full_dataset(train: ImageDataset, *, profile: str = "small",
                           test: ImageDataset | None = None, root: str | None = None,
-                          attacks: list[AttackSpec] | None = None, seed: int = 0,
+                          attacks: list[AttackSpec] | str | None = None, seed: int = 0,
                           device: str | torch.device = "auto", progress: bool = False,
                           **protocol_overrides: Any) -> dict[str, Any]:
     """The "full-size" baseline: the same protocol on the whole real training set."""
     prof = get_profile(profile)
     protocol = EvalProtocol.from_profile(prof, **protocol_overrides)
-    attacks = default_attacks(prof) if attacks is None else list(attacks)
+    attacks = _resolve_attacks(attacks, prof)
     test = test if test is not None else load_dataset(train.name, "test", root)
     record = _evaluate_training_set(train.images, train.labels, test, protocol, attacks, seed,
                                     resolve_device(device), progress, lr=protocol.lr,
@@ -112,7 +117,8 @@ def evaluate_full_dataset(train: ImageDataset, *, profile: str = "small",
 def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: ImageDataset,
                            protocol: EvalProtocol, attacks: list[AttackSpec], seed: int,
                            dev: torch.device, progress: bool, *, lr: float,
-                           label: str, shift: bool = False) -> dict[str, Any]:
+                           label: str, shift: bool = False,
+                           curves: bool = False) -> dict[str, Any]:
     arch = protocol.arch or _default_arch(test.name)
     strategy = protocol.dsa_strategy or default_strategy(test.name)
     augment = (DSA(DSAConfig(strategy=strategy), mean=test.mean, std=test.std)
@@ -152,7 +158,8 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
                 result = run_attack(model, x_att, y_att, spec, test.num_classes)
                 robust = accuracy(model, result.adversarial, y_att)
                 item = {"accuracy": robust, "seconds": result.seconds,
-                        "gradients_per_example": result.gradients_per_example}
+                        "gradients_per_example": result.gradients_per_example,
+                        "queries_per_example": result.queries_per_example}
                 if result.targets is not None:
                     hit = accuracy(model, result.adversarial, result.targets)
                     item["target_success_rate"] = hit
@@ -160,6 +167,10 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
                 advance(1)
             if shift_sets is not None:
                 entry["shift"] = _shift_scores(model, shift_sets, x_test, y_test)
+            if curves:
+                entry["curves"] = robustness_curves(model, x_att, y_att, test.num_classes,
+                                                    seed=seed)
+            entry["warnings"] = _warnings(entry)
             models.append(entry)
     summary = {"clean_accuracy": summarize([m["clean_accuracy"] for m in models]),
                "attack_subset_clean_accuracy": summarize(
@@ -187,6 +198,28 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
         "summary": summary,
         "environment": environment(dev),
     }
+
+
+def _resolve_attacks(attacks: list[AttackSpec] | str | None, prof: Any) -> list[AttackSpec]:
+    if attacks is None:
+        return default_attacks(prof)
+    specs = suite(attacks) if isinstance(attacks, str) else list(attacks)
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"two attacks share a label in {labels}; results would overwrite")
+    return specs
+
+
+def _warnings(entry: dict[str, Any]) -> list[str]:
+    """Gradient-masking sanity checks on one model's results (untargeted attacks)."""
+    white, black = {}, {}
+    for label, item in entry["attacks"].items():
+        name = label.removesuffix("-T")
+        if label.endswith("-T") or name not in ATTACKS:
+            continue
+        (black if ATTACKS[name].query else white)[label] = item["accuracy"]
+    return sanity_warnings(entry["attack_subset_clean_accuracy"], entry.get("curves"),
+                           white, black)
 
 
 def _shift_sets(test: ImageDataset, test_idx: torch.Tensor, seed: int,
