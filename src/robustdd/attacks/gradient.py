@@ -7,7 +7,7 @@ gradients. Everything is batched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -60,8 +60,20 @@ def pgd_linf(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ep
     again from new random starts on the examples it has not yet fooled (untargeted: still
     classified as ``labels``; targeted: not yet classified as the target ``labels``).
     """
-    best = _pgd_run(model, images, labels, eps, steps, step_size, targeted, random_start,
-                    generator)
+    def run(x: torch.Tensor, y: torch.Tensor, start: bool) -> torch.Tensor:
+        return _pgd_run(model, x, y, eps, steps, step_size, targeted, start, generator)
+
+    return with_restarts(run, model, images, labels, targeted=targeted, restarts=restarts,
+                         random_start=random_start)
+
+
+def with_restarts(run: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor],
+                  model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                  targeted: bool, restarts: int, random_start: bool) -> torch.Tensor:
+    """``run(images, labels, random_start)``, then re-run from random starts (``restarts`` − 1
+    times) on the examples not yet fooled (untargeted: still classified as ``labels``;
+    targeted: not yet classified as the target ``labels``)."""
+    best = run(images, labels, random_start)
     for _ in range(restarts - 1):
         with eval_mode(model), torch.no_grad():
             pred = model(best).argmax(1)
@@ -69,8 +81,7 @@ def pgd_linf(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ep
         if not bool(open_.any()):
             break
         idx = torch.nonzero(open_, as_tuple=True)[0]
-        best[idx] = _pgd_run(model, images[idx], labels[idx], eps, steps, step_size, targeted,
-                             True, generator)
+        best[idx] = run(images[idx], labels[idx], True)
     return best
 
 

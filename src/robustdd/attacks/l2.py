@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustdd.attacks.gradient import _loss_gradient, eval_mode
+from robustdd.attacks.gradient import _loss_gradient, eval_mode, with_restarts
 
 
 def _flat_norms(t: torch.Tensor) -> torch.Tensor:
@@ -49,18 +49,11 @@ def pgd_l2(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps:
     ``labels`` are the targets if ``targeted``. With ``restarts`` > 1 the attack is re-run from
     new random starts on the examples it has not yet fooled (as :func:`pgd_linf` does).
     """
-    best = _pgd_l2_run(model, images, labels, eps, steps, step_size, targeted, random_start,
-                       generator)
-    for _ in range(restarts - 1):
-        with eval_mode(model), torch.no_grad():
-            pred = model(best).argmax(1)
-        open_ = pred != labels if targeted else pred == labels
-        if not bool(open_.any()):
-            break
-        idx = torch.nonzero(open_, as_tuple=True)[0]
-        best[idx] = _pgd_l2_run(model, images[idx], labels[idx], eps, steps, step_size,
-                                targeted, True, generator)
-    return best
+    def run(x: torch.Tensor, y: torch.Tensor, start: bool) -> torch.Tensor:
+        return _pgd_l2_run(model, x, y, eps, steps, step_size, targeted, start, generator)
+
+    return with_restarts(run, model, images, labels, targeted=targeted, restarts=restarts,
+                         random_start=random_start)
 
 
 def _pgd_l2_run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
