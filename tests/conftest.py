@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from robustdd.data import ImageDataset, load_dataset
+from robustdd.nn import build_model
+from robustdd.nn.train import TrainConfig, train_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +48,36 @@ def fashion_mnist_train(shared_data_root: Path) -> ImageDataset:
 def fashion_mnist_test(shared_data_root: Path) -> ImageDataset:
     """The shared Fashion-MNIST test split (10,000 images), loaded once."""
     return load_dataset("fashion-mnist", "test", root=shared_data_root)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on a small shared CPU, thread contention slows these tiny convs
+    several-fold; the setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits_splits() -> tuple[ImageDataset, ImageDataset]:
+    """The embedded digits dataset: (train, test)."""
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="module")
+def digits_model(one_thread, digits_splits):
+    """ConvNet-D2 trained without augmentation on the digits train split (one per test module).
+
+    A 30-epoch schedule takes over a minute on a small shared CPU; 1 nominal epoch (2 run, batch
+    128, lr 0.02) reaches ~92% test accuracy in a few seconds, plenty for attack tests.
+    """
+    train, _ = digits_splits
+    net = build_model("convnetd2", train.num_classes, train.channels, train.image_size,
+                      mean=train.mean, std=train.std, seed=0)
+    train_model(net, train.pixels(), train.labels, TrainConfig(epochs=1, lr=0.02, batch_size=128),
+                torch.Generator().manual_seed(0))
+    net.eval()
+    net.zero_grad(set_to_none=True)
+    return net

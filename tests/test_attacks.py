@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import robustdd
 from robustdd.attacks import (
     TARGET_POLICIES,
     AttackSpec,
@@ -32,42 +31,20 @@ from robustdd.attacks import (
 from robustdd.attacks.registry import AttackInfo
 from robustdd.errors import UnknownNameError
 from robustdd.nn import build_model
-from robustdd.nn.train import TrainConfig, accuracy, predict, train_model
+from robustdd.nn.train import accuracy, predict
 
 TOL = 1e-6
 NUM_CLASSES = 10
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread: on a small shared CPU, thread contention slows these tiny convs
-    several-fold; the setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def digits(digits_splits):
+    return digits_splits
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return robustdd.load_dataset("digits", "train"), robustdd.load_dataset("digits", "test")
-
-
-@pytest.fixture(scope="module")
-def model(one_thread, digits):
-    """ConvNet-D2 trained without augmentation on the digits train split.
-
-    A 30-epoch schedule takes over a minute on a small shared CPU; 1 nominal epoch (2 run, batch
-    128, lr 0.02) reaches ~92% test accuracy in a few seconds, plenty for attack tests.
-    """
-    train, _ = digits
-    net = build_model("convnetd2", train.num_classes, train.channels, train.image_size,
-                      mean=train.mean, std=train.std, seed=0)
-    train_model(net, train.pixels(), train.labels, TrainConfig(epochs=1, lr=0.02, batch_size=128),
-                torch.Generator().manual_seed(0))
-    net.eval()
-    net.zero_grad(set_to_none=True)
-    return net
+def model(digits_model):
+    return digits_model
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-import robustdd
 from robustdd.attacks import (
     ATTACKS,
     AttackSpec,
@@ -32,8 +31,7 @@ from robustdd.attacks import (
     run_attack,
 )
 from robustdd.attacks.deepfool import deepfool_with_steps
-from robustdd.nn import build_model
-from robustdd.nn.train import TrainConfig, accuracy, predict, train_model
+from robustdd.nn.train import accuracy, predict
 
 TOL = 1e-6
 AGREE = 1e-5  # max |ours − torchattacks| per pixel for the deterministic attacks
@@ -41,31 +39,13 @@ NUM_CLASSES = 10
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread: on a small shared CPU, thread contention slows these tiny convs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def digits(digits_splits):
+    return digits_splits
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return robustdd.load_dataset("digits", "train"), robustdd.load_dataset("digits", "test")
-
-
-@pytest.fixture(scope="module")
-def model(one_thread, digits):
-    """ConvNet-D2 trained for one quick epoch on digits (~92% test accuracy), as in
-    tests/test_attacks.py."""
-    train, _ = digits
-    net = build_model("convnetd2", train.num_classes, train.channels, train.image_size,
-                      mean=train.mean, std=train.std, seed=0)
-    train_model(net, train.pixels(), train.labels, TrainConfig(epochs=1, lr=0.02, batch_size=128),
-                torch.Generator().manual_seed(0))
-    net.eval()
-    net.zero_grad(set_to_none=True)
-    return net
+def model(digits_model):
+    return digits_model
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,7 @@ from torch import nn
 
 from robustdd.attacks.autoattack import autoattack, pyautoattack_version
 from robustdd.attacks.query import spsa, square
-from robustdd.data import load_dataset
-from robustdd.nn import build_model
-from robustdd.nn.train import TrainConfig, accuracy, train_model
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from robustdd.nn.train import accuracy
 
 
 class GradSpy(nn.Module):
@@ -33,17 +23,13 @@ class GradSpy(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def model(one_thread):
-    train = load_dataset("digits", "train")
-    net = build_model("convnetd2", 10, 1, 8, mean=train.mean, std=train.std, seed=0)
-    train_model(net, train.images, train.labels, TrainConfig(epochs=1, lr=0.02, batch_size=128),
-                torch.Generator().manual_seed(0))
-    return net
+def model(digits_model):
+    return digits_model
 
 
 @pytest.fixture(scope="module")
-def batch():
-    test = load_dataset("digits", "test")
+def batch(digits_splits):
+    _, test = digits_splits
     return test.pixels(torch.arange(32)), test.labels[:32]
 
 
