@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from robustdd.distilled import DistilledSet
+from robustdd.runtime import open_atomic
 
 __all__ = ["grid_array", "save_grid"]
 
@@ -68,16 +68,6 @@ def save_grid(distilled: DistilledSet, path: str | os.PathLike[str], *, max_per_
         raise ValueError(f"can only draw 1- or 3-channel images, got {distilled.channels}")
     array = grid_array(distilled, max_per_class=max_per_class, decoded=decoded, scale=scale,
                        padding=padding)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(array).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    with open_atomic(path, "wb") as fh:
+        Image.fromarray(array).save(fh, format="PNG")
+    return Path(path)
