@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from robustdd.data import ImageDataset, dataset_info, load_dataset
+from robustdd.distill.checkpoint import Checkpointer, run_fingerprint
 from robustdd.distilled import DistilledSet
 from robustdd.errors import UnknownNameError
 from robustdd.profiles import get_profile
@@ -33,6 +35,7 @@ class DistillContext:
     device: torch.device
     progress: bool = True
     arch: str = "convnet"
+    checkpoint: Checkpointer = field(default_factory=Checkpointer)
 
     @property
     def num_classes(self) -> int:
@@ -94,13 +97,21 @@ def get_method(name: str) -> Method:
 def distill(method: str, dataset: str | ImageDataset, ipc: int, seed: int = 0,
             profile: str = "small", *, device: str | torch.device = "auto",
             root: str | None = None, arch: str | None = None, progress: bool = False,
+            checkpoint_dir: str | Path | None = None, checkpoint_every: int = 100,
             **overrides: Any) -> DistilledSet:
     """Distill ``dataset`` (a name or a loaded train split) into ``ipc`` images per class.
 
     The method's configuration is its defaults, updated by its ``profile`` preset, updated by
     ``overrides``. The returned set's ``meta`` holds the resolved config, profile, seed, timings
     and provenance.
+
+    With ``checkpoint_dir``, iterative methods save their state there every
+    ``checkpoint_every`` iterations and a later call with the same arguments resumes from it
+    (same result as an uninterrupted run). The last checkpoint is kept (a rerun then finishes at
+    once); delete the directory when the result is safely stored.
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     if ipc < 1:
         raise ValueError(f"ipc must be at least 1, got {ipc}")
     spec = get_method(method)
@@ -113,7 +124,12 @@ def distill(method: str, dataset: str | ImageDataset, ipc: int, seed: int = 0,
                          f"fewer than ipc={ipc}")
     dev = resolve_device(device)
     arch = arch or _default_arch(data)
-    ctx = DistillContext(data=data, ipc=ipc, seed=seed, device=dev, progress=progress, arch=arch)
+    identity = {"method": method, "dataset": data.name, "n_train": len(data), "ipc": ipc,
+                "seed": seed, "arch": arch, "config": config.model_dump(), "device": dev.type}
+    checkpointer = Checkpointer(Path(checkpoint_dir) if checkpoint_dir is not None else None,
+                                checkpoint_every, run_fingerprint(identity))
+    ctx = DistillContext(data=data, ipc=ipc, seed=seed, device=dev, progress=progress, arch=arch,
+                         checkpoint=checkpointer)
     start = time.perf_counter()
     result = spec.run(ctx, config)
     seconds = time.perf_counter() - start

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from robustdd.data import sample_per_class
 from robustdd.distill.base import DistillContext, MethodConfig, register_method
+from robustdd.distill.checkpoint import generator_state, load_generator_state
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
@@ -89,8 +90,21 @@ def run_dm(ctx: DistillContext, config: DMConfig) -> DistilledSet:
     batch_real = min(config.batch_real, min(int(i.numel()) for i in class_idx))
     g = ctx.generator("dm-iterations")
     losses: list[float] = []
+    start_it = 0
+    if (saved := ctx.checkpoint.restore()) is not None:
+        with torch.no_grad():
+            z.copy_(saved["z"].to(dev))
+        optimizer.load_state_dict(saved["optimizer"])
+        load_generator_state(g, saved["generator"])
+        losses, start_it = list(saved["losses"]), int(saved["iteration"])
+
+    def state() -> dict:
+        return {"z": z.detach().cpu(), "optimizer": optimizer.state_dict(),
+                "generator": generator_state(g), "losses": losses}
+
     with progress_bar(config.iterations, f"DM {data.name} IPC {ipc}", ctx.progress) as advance:
-        for it in range(config.iterations):
+        advance(start_it)
+        for it in range(start_it, config.iterations):
             net = build_model(ctx.arch, C, data.channels, data.image_size, mean=data.mean,
                               std=data.std, seed=derive_seed(ctx.seed, "dm-net", it), device=dev)
             net.train()
@@ -112,6 +126,7 @@ def run_dm(ctx: DistillContext, config: DMConfig) -> DistilledSet:
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()) / C)
+            ctx.checkpoint.step(it, config.iterations, state)
             advance(1)
     pixels = (z.detach() * std + mean).cpu()
     if not torch.isfinite(pixels).all():
@@ -122,4 +137,4 @@ def run_dm(ctx: DistillContext, config: DMConfig) -> DistilledSet:
         class_names=data.class_names, mean=data.mean, std=data.std,
         meta={"loss_first": losses[0] if losses else None,
               "loss_last": losses[-1] if losses else None,
-              "dsa_strategy": strategy})
+              "dsa_strategy": strategy, "resumed_from_iteration": start_it})
