@@ -19,9 +19,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from robustdd.data import sample_per_class
 from robustdd.distill.base import DistillContext, MethodConfig, register_method
 from robustdd.distill.checkpoint import generator_state, load_generator_state
+from robustdd.distill.common import initial_images, per_class_indices, sample_real_batches
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
@@ -46,32 +46,6 @@ PRESETS = {
     "small": {"iterations": 200, "batch_real": 64},
     "paper": {"iterations": 20000, "batch_real": 256},
 }
-
-
-def initial_images(ctx: DistillContext, init: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-major initial pixels and labels: real images of each class, or N(0,1) noise in
-    normalised space (DC's noise init)."""
-    labels = torch.arange(ctx.num_classes).repeat_interleave(ctx.ipc)
-    if init == "real":
-        idx = sample_per_class(ctx.data.labels, ctx.num_classes, ctx.ipc, ctx.generator("init"))
-        return ctx.data.pixels(idx), labels
-    shape = (labels.numel(), ctx.data.channels, ctx.data.image_size, ctx.data.image_size)
-    z = torch.randn(shape, generator=ctx.generator("init"))
-    mean = torch.tensor(ctx.data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(ctx.data.std).view(1, -1, 1, 1)
-    return z * std + mean, labels
-
-
-def per_class_indices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
-    """Indices of each class in ``labels``."""
-    return [torch.nonzero(labels == c, as_tuple=True)[0] for c in range(num_classes)]
-
-
-def sample_real_batches(class_idx: list[torch.Tensor], n: int,
-                        generator: torch.Generator) -> torch.Tensor:
-    """``n`` distinct indices per class (fewer if a class is smaller), class-major, [C, n]."""
-    rows = [idx[torch.randperm(idx.numel(), generator=generator)[:n]] for idx in class_idx]
-    return torch.stack(rows)
 
 
 @register_method("dm", DMConfig, PRESETS, description="Distribution Matching (Zhao & Bilen 2023)")

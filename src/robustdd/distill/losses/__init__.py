@@ -1,0 +1,1 @@
+"""Matching losses shared by the distillation methods (one module per family)."""
