@@ -106,7 +106,10 @@ def test_suites_are_well_formed():
         labels = [s.label for s in specs]
         assert len(labels) == len(set(labels))
         for s in specs:
-            assert s.name in ATTACKS and (ATTACKS[s.name].targeted or not s.targeted)
+            legacy_clean_pass = s.space == "normalised"  # documented: targeted DeepFool/AA
+            assert s.name in ATTACKS and (ATTACKS[s.name].targeted or not s.targeted
+                                          or legacy_clean_pass)
+            assert legacy_clean_pass == name.endswith("legacy") or s.space == "pixel"
     beard = {s.label: s for s in suite("beard")}
     assert "deepfool-T" not in beard and "autoattack-T" not in beard
     assert beard["pgd"].step_size == pytest.approx(2 / 255)  # not BEARD's 2/225 typo

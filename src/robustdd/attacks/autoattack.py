@@ -31,8 +31,12 @@ def pyautoattack_version() -> str:
 def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                norm: str = "linf", version: str = "standard",
                components: tuple[str, ...] | None = None, seed: int = 0,
-               batch_size: int = 500) -> torch.Tensor:
-    """Run AutoAttack and return the adversarial images (the clean image where none was found)."""
+               batch_size: int = 500, iterations: int | None = None) -> torch.Tensor:
+    """Run AutoAttack and return the adversarial images (the clean image where none was found).
+
+    ``iterations`` overrides the APGD/APGD-T/FAB iteration count (official: 100; the legacy
+    BEARD suite uses torchattacks' 10).
+    """
     from pyautoattack import AutoAttack
 
     if version not in VERSIONS:
@@ -54,5 +58,18 @@ def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
         # APGD-T and FAB-T attack the top (C - 1) other classes; pyautoattack defaults to 9.
         runner.apgd_targeted.n_target_classes = min(9, num_classes - 1)
         runner.fab.n_target_classes = min(9, num_classes - 1)
+        if iterations:
+            _set_iterations(runner, iterations)
         adv, _ = runner.run_standard_evaluation(images, labels, batch_size=batch_size)
     return adv.detach().clamp(0.0, 1.0)
+
+
+def _set_iterations(runner, iterations: int) -> None:
+    """Change the iteration budget of the gradient attacks, including APGD's derived
+    checkpoint schedule (computed from ``n_iter`` in its constructor)."""
+    for apgd in (runner.apgd, runner.apgd_targeted):
+        apgd.n_iter = iterations
+        apgd.n_iter_2 = max(int(0.22 * iterations), 1)
+        apgd.n_iter_min = max(int(0.06 * iterations), 1)
+        apgd.size_decr = max(int(0.03 * iterations), 1)
+    runner.fab.n_iter = iterations

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from robustdd.attacks.cw import cw_l2_with_steps
-from robustdd.attacks.deepfool import deepfool_with_steps
+from robustdd.attacks.deepfool import DEEPFOOL_VARIANTS, deepfool_with_steps
 from robustdd.attacks.gradient import eval_mode, fgsm, pgd_linf
 from robustdd.attacks.l2 import pgd_l2
+from robustdd.attacks.legacy import LEGACY_CLEAN_PASS, normalised_view
 from robustdd.attacks.momentum import mim
 from robustdd.attacks.query import spsa, square
 from robustdd.attacks.spec import AttackSpec
@@ -38,8 +39,11 @@ class AttackInfo:
 
 
 def _require(spec: AttackSpec, *, loss: str | None = "ce", allow_restarts: bool = False,
-             allow_random_start: bool = False) -> None:
+             allow_random_start: bool = False, variants: tuple[str, ...] = ()) -> None:
     """Refuse spec settings an attack would otherwise silently ignore (``loss=None``: any)."""
+    if spec.variant is not None and spec.variant not in variants:
+        raise ValueError(f"attack {spec.name!r} has no variant {spec.variant!r}"
+                         + (f" (known: {variants})" if variants else " (it has no variants)"))
     if loss is not None and spec.loss != loss:
         raise ValueError(f"attack {spec.name!r} uses the {loss!r} loss, not {spec.loss!r}")
     if not allow_restarts and spec.restarts != 1:
@@ -91,9 +95,10 @@ def _run_cw(model, images, goal, spec, generator):
 
 
 def _run_deepfool(model, images, goal, spec, generator):
-    _require(spec, loss=None)
+    _require(spec, loss=None, variants=DEEPFOOL_VARIANTS)
     adv, taken, num_classes = deepfool_with_steps(model, images, goal, steps=spec.steps,
-                                                  overshoot=spec.overshoot)
+                                                  overshoot=spec.overshoot,
+                                                  variant=spec.variant or "box")
     # C input gradients per Jacobian step: exact for the slowest example, an upper bound for
     # the others (they stop once fooled).
     return adv, taken * num_classes
@@ -120,7 +125,8 @@ def _run_autoattack(model, images, goal, spec, generator):
 
     _require(spec, loss=None)
     adv = autoattack(model, images, goal, eps=spec.eps, norm=spec.norm, version=spec.version,
-                     components=spec.components, seed=spec.seed)
+                     components=spec.components, seed=spec.seed,
+                     iterations=spec.steps or None)
     return adv, None  # pyautoattack does not report its gradient count
 
 
@@ -161,6 +167,7 @@ class AttackResult:
     gradients_per_example: int | None  # None: the attack's library does not report it
     seconds: float
     queries_per_example: float | None = None  # query attacks: mean forward queries
+    note: str | None = None  # e.g. the legacy suite's deliberate clean pass
 
 
 def attack_info(name: str) -> AttackInfo:
@@ -175,17 +182,22 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
     """Attack ``images`` (true ``labels``) as ``spec`` says and time it.
 
     Targeted specs pick targets with ``spec.target_policy`` for ``num_classes`` classes (default:
-    the model's output width). A targeted spec for an attack with no targeted form raises.
+    the model's output width). A targeted spec for an attack with no targeted form raises —
+    except in the legacy normalised space (:mod:`robustdd.attacks.legacy`), where targeted
+    DeepFool/AutoAttack reproduce BEARD's clean pass and say so in ``note``.
     """
     info = attack_info(spec.name)
     if spec.norm not in info.norms:
         raise ValueError(f"attack {spec.name!r} has no {spec.norm} form (has {info.norms})")
-    if spec.targeted and not info.targeted:
+    legacy = spec.space == "normalised"
+    clean_pass = legacy and spec.targeted and spec.name in LEGACY_CLEAN_PASS
+    if spec.targeted and not info.targeted and not clean_pass:
         raise ValueError(f"attack {spec.name!r} has no targeted form; refusing to run it "
                          "targeted (it would silently measure something else)")
     if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
         raise ValueError("attacks take [0, 1] pixel images; got values outside that range "
                          "(or NaN)")
+    view = normalised_view(model) if legacy else None
     generator = torch.Generator().manual_seed(spec.seed)
     start = time.perf_counter()
     targets = None
@@ -196,12 +208,24 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
                 num_classes = int(model(images[:1]).shape[1])
         targets = choose_targets(labels, num_classes, spec.target_policy, logits=logits,
                                  generator=generator)
-    adv, grads, *queries = info.runner(model, images, targets if spec.targeted else labels,
-                                       spec, generator)
+    note = None
+    if clean_pass:
+        # BEARD prints "no targeted form" and scores the clean images (rome-and-beard.md §2.3).
+        adv, grads, queries = images.clone(), 0, []
+        note = f"legacy: targeted {spec.name} evaluates the clean images, as BEARD does"
+    elif view is not None:
+        with eval_mode(model):
+            adv_z, grads, *queries = info.runner(view.net, view.to_normalised(images),
+                                                 targets if spec.targeted else labels, spec,
+                                                 generator)
+        adv = view.to_pixels(adv_z)
+    else:
+        adv, grads, *queries = info.runner(model, images, targets if spec.targeted else labels,
+                                           spec, generator)
     if adv.is_cuda:
         torch.cuda.synchronize(adv.device)
     return AttackResult(adv, targets, grads, time.perf_counter() - start,
-                        queries[0] if queries else None)
+                        queries[0] if queries else None, note)
 
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str, *,

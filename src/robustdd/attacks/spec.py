@@ -51,6 +51,8 @@ class AttackSpec(BaseModel):
     samples: int = Field(128, ge=1)
     version: Literal["standard", "plus", "custom"] = "standard"
     components: tuple[str, ...] | None = None
+    variant: str | None = None
+    space: Literal["pixel", "normalised"] = "pixel"
 
     @model_validator(mode="before")
     @classmethod
@@ -61,5 +63,7 @@ class AttackSpec(BaseModel):
 
     @property
     def label(self) -> str:
-        """Short display name, e.g. ``pgd-T`` for targeted PGD."""
-        return f"{self.name}{'-T' if self.targeted else ''}"
+        """Short display name, e.g. ``pgd-T`` for targeted PGD, ``legacy-pgd-T`` in the legacy
+        normalised space."""
+        prefix = "legacy-" if self.space == "normalised" else ""
+        return f"{prefix}{self.name}{'-T' if self.targeted else ''}"

@@ -11,10 +11,16 @@
   PGD-100 (step 0.25/255), Square, AutoAttack, CW (c = 1e-5 as the paper says; the code uses
   1e-4), MIM (step 1/255, 20 iterations, decay 1.0). Untargeted.
 * ``quick``: CPU-sized — FGSM and PGD-10 at 8/255, both modes.
+* ``beard-legacy``: BEARD's white-box list exactly as its code runs it (``reference/
+  rome-and-beard.md`` §2.3–2.4; :mod:`robustdd.attacks.legacy`): attacks on the normalised
+  tensors with the [0, 1] clamp there, ε in normalised units, PGD step 2/225, targets
+  (y + 1) mod 10, torchattacks' DeepFool, 10-iteration AutoAttack, and clean passes for
+  targeted DeepFool and AutoAttack. Only for comparing with published BEARD/ROME numbers.
 """
 
 from __future__ import annotations
 
+from robustdd.attacks.legacy import LEGACY_STEP
 from robustdd.attacks.spec import AttackSpec
 from robustdd.errors import UnknownNameError
 
@@ -66,7 +72,23 @@ def quick() -> list[AttackSpec]:
     ]
 
 
-SUITES = {"beard": beard, "beard-query": beard_query, "guard": guard, "quick": quick}
+def beard_legacy() -> list[AttackSpec]:
+    """BEARD's white-box suite with its reference-code semantics (both modes, clean passes)."""
+    legacy = {"space": "normalised", "target_policy": "next-mod-10"}
+    return [
+        *_both({"name": "fgsm", "eps": EPS, "steps": 1, "step_size": None, **legacy}),
+        *_both({"name": "pgd", "eps": EPS, "steps": 10, "step_size": LEGACY_STEP, **legacy}),
+        *_both({"name": "pgd-l2", "eps": 128 / 255, "steps": 10, "step_size": 15 / 255,
+                **legacy}),
+        *_both({"name": "cw", "c": 1.0, "kappa": 0.0, "steps": 100, "lr": 0.01, **legacy}),
+        *_both({"name": "deepfool", "steps": 50, "overshoot": 0.02, "variant": "torchattacks",
+                **legacy}),
+        *_both({"name": "autoattack", "eps": EPS, "steps": 10, **legacy}),
+    ]
+
+
+SUITES = {"beard": beard, "beard-legacy": beard_legacy, "beard-query": beard_query,
+          "guard": guard, "quick": quick}
 
 
 def suite(name: str) -> list[AttackSpec]:

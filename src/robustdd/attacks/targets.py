@@ -6,7 +6,8 @@ import torch
 
 from robustdd.errors import UnknownNameError
 
-TARGET_POLICIES = ("next", "random", "least-likely")
+TARGET_POLICIES = ("next", "random", "least-likely")  # valid for any number of classes
+LEGACY_TARGET_POLICIES = ("next-mod-10",)  # the legacy suite's reference rule only
 
 
 def choose_targets(labels: torch.Tensor, num_classes: int, policy: str = "next", *,
@@ -16,12 +17,20 @@ def choose_targets(labels: torch.Tensor, num_classes: int, policy: str = "next",
 
     * ``next``: ``(y + 1) mod C`` (BEARD/ROME's rule, with the real C instead of a fixed 10);
     * ``random``: uniform over the C − 1 other classes (needs ``generator``);
-    * ``least-likely``: the class with the lowest logit other than y (needs ``logits``).
+    * ``least-likely``: the class with the lowest logit other than y (needs ``logits``);
+    * ``next-mod-10``: ``(y + 1) mod 10`` whatever C is — BEARD/ROME's hard-coded rule, kept
+      only for the legacy suite; with C < 10 it would name classes that do not exist, so it
+      refuses, and with C > 10 it differs from ``next`` (class 9 targets 0, 19 targets 10...).
     """
     if num_classes < 2:
         raise ValueError("targeted attacks need at least two classes")
     if policy == "next":
         return (labels + 1) % num_classes
+    if policy == "next-mod-10":
+        if num_classes < 10:
+            raise ValueError(f"target policy 'next-mod-10' (the legacy (y + 1) mod 10 rule) "
+                             f"needs at least 10 classes, the model has {num_classes}")
+        return (labels + 1) % 10
     if policy == "random":
         if generator is None:
             raise ValueError("target policy 'random' needs a generator")
@@ -33,4 +42,5 @@ def choose_targets(labels: torch.Tensor, num_classes: int, policy: str = "next",
         masked = logits.detach().clone()
         masked.scatter_(1, labels.view(-1, 1), float("inf"))
         return masked.argmin(dim=1)
-    raise UnknownNameError("target policy", policy, list(TARGET_POLICIES))
+    raise UnknownNameError("target policy", policy,
+                           [*TARGET_POLICIES, *LEGACY_TARGET_POLICIES])

@@ -163,6 +163,8 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
                 if result.targets is not None:
                     hit = accuracy(model, result.adversarial, result.targets)
                     item["target_success_rate"] = hit
+                if result.note:
+                    item["note"] = result.note
                 entry["attacks"][spec.label] = item
                 advance(1)
             if shift_sets is not None:
