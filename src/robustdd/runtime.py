@@ -47,6 +47,13 @@ def generator_for(*parts: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
+def cache_dir() -> Path:
+    """Where derived artefacts (cluster assignments, expert buffers, robust networks) are cached:
+    ``$ROBUSTDD_CACHE`` or ``~/.cache/robustdd/derived`` (the data root may be read-only)."""
+    env = os.environ.get("ROBUSTDD_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "robustdd" / "derived"
+
+
 def git_revision() -> str | None:
     """The git commit of the robustdd checkout (with ``-dirty``), or None outside a checkout."""
     here = Path(__file__).resolve().parent

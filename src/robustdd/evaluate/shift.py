@@ -15,7 +15,6 @@ Blur and Invert test sets.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,12 @@ from torch import nn
 from robustdd.data import ImageDataset
 from robustdd.errors import UnknownNameError
 from robustdd.nn.train import predict
+from robustdd.runtime import cache_dir
 
 SHIFTS = ("noise", "blur", "invert")
 NOISE_VARIANCE = 0.005
 BLUR_RADIUS = 2
 N_CLUSTERS = 10
-
-
-def cache_dir() -> Path:
-    """Where derived artefacts (cluster assignments) are cached: ``$ROBUSTDD_CACHE`` or
-    ``~/.cache/robustdd/derived`` (the data root may be read-only)."""
-    env = os.environ.get("ROBUSTDD_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "robustdd" / "derived"
 
 
 def images_digest(data: ImageDataset) -> str:
