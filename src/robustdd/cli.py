@@ -56,12 +56,16 @@ def distill_cmd(
     device: str = typer.Option("auto"),
     root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Method override key=value."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, help="Save progress here; rerunning the same command resumes from it."),
+    checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
 ) -> None:
     """Distill DATASET into IPC images per class and save the set."""
     from robustdd.distill import distill
 
     syn = distill(method, dataset, ipc, seed=seed, profile=profile, device=device,
                   root=str(root) if root else None, arch=arch, progress=True,
+                  checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                   **parse_overrides(set_))
     syn.save(out)
     console.print(f"{method} {syn.dataset} IPC {ipc}: {len(syn)} images in "
@@ -79,7 +83,8 @@ def evaluate_cmd(
     root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Protocol override key=value."),
     suite: str | None = typer.Option(None, help="Attack suite: beard, beard-query, guard, "
-                                                "quick (default: FGSM + PGD, both modes)."),
+                                                "quick, beard-legacy (default: FGSM + PGD, "
+                                                "both modes)."),
     shift: bool = typer.Option(False, help="Also run the distribution-shift tests."),
     curves: bool = typer.Option(False, help="Also measure PGD accuracy vs eps and steps."),
 ) -> None:
@@ -176,6 +181,95 @@ def metrics_cmd(
 
         write_json_atomic(output, result)
         console.print(f"metrics written to {output}")
+
+
+@app.command("transfer")
+def transfer_cmd(
+    victims: list[Path] = typer.Argument(..., help="Folders of saved distilled sets (victims)."),
+    surrogate: list[Path] | None = typer.Option(
+        None, help="Surrogate set folder (repeatable; default: the victims themselves)."),
+    adversarial: bool = typer.Option(True, help="Add a surrogate adversarially trained on "
+                                                "the full real training data."),
+    profile: str = typer.Option("small"),
+    seed: int = typer.Option(0),
+    suite: str | None = typer.Option(None, help="Attack suite (default: BEARD's transfer list)."),
+    out: Path = typer.Option(..., help="Where to write the robustdd.transfer JSON record."),
+    device: str = typer.Option("auto"),
+    root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Protocol override key=value."),
+) -> None:
+    """Transfer-attack matrix: surrogates x victims (ROME Table 2 / Figure 3)."""
+    from robustdd.evaluate.transfer import transfer_evaluation, transfer_metrics
+    from robustdd.metrics import MODES
+    from robustdd.runtime import write_json_atomic
+
+    record = transfer_evaluation(
+        _named_sets(victims), surrogates=_named_sets(surrogate) if surrogate else None,
+        adversarial_surrogate=adversarial, profile=profile, seed=seed, attacks=suite,
+        device=device, root=str(root) if root else None, progress=True,
+        **parse_overrides(set_))
+    write_json_atomic(out, record)
+    irr = transfer_metrics(record, metric="I-RR")
+    for mode in MODES:
+        if mode not in irr:
+            continue
+        victims_ = list(next(iter(irr[mode].values())))
+        table = Table(title=f"I-RR, {mode} (rows: surrogate, columns: victim)")
+        for col in ("surrogate", *victims_):
+            table.add_column(col)
+        for s_name, row in irr[mode].items():
+            table.add_row(s_name, *[f"{row[v]:.2f}" for v in victims_])
+        console.print(table)
+    console.print(f"record written to {out}")
+
+
+def _named_sets(folders: list[Path]) -> dict[str, Any]:
+    """Load sets keyed by method name (folder name where two sets share a method)."""
+    from robustdd.distilled import DistilledSet
+
+    sets = [DistilledSet.load(f) for f in folders]
+    methods = [s.method for s in sets]
+    return {(s.method if methods.count(s.method) == 1 else f.name): s
+            for f, s in zip(folders, sets, strict=True)}
+
+
+@app.command("report")
+def report_cmd(
+    records: list[Path] = typer.Argument(
+        ..., exists=True, dir_okay=False,
+        help="Evaluation record JSON files (from `robustdd evaluate`), any methods and IPCs."),
+    out: Path = typer.Option(..., help="Folder for the tables, figures and RobustBench JSON."),
+    format_: list[str] | None = typer.Option(
+        None, "--format", help="Table format: md, csv or tex. Repeatable (default: all three)."),
+    transfer: Path | None = typer.Option(
+        None, exists=True, dir_okay=False,
+        help="A `robustdd transfer` record: adds the heatmap and Table 2's transfer column."),
+) -> None:
+    """Paper-style report: ROME Table 1/2 layouts, accuracy table, curves, RobustBench entries."""
+    import json
+
+    from robustdd.evaluate.transfer import (
+        ADVERSARIAL_SURROGATE,
+        transfer_metrics,
+        transfer_pair_metrics,
+    )
+    from robustdd.report import load_records, write_report
+
+    matrix = entries = None
+    if transfer is not None:
+        doc = json.loads(transfer.read_text())
+        matrix = transfer_metrics(doc, metric="I-RR")
+        if ADVERSARIAL_SURROGATE in doc["accuracy"]:
+            entries = [(doc["test_set"]["dataset"], victim,
+                        transfer_pair_metrics(doc, ADVERSARIAL_SURROGATE, victim))
+                       for victim in doc["victims"]]
+    written = write_report(load_records(records), out,
+                           formats=tuple(format_ or ("md", "csv", "tex")),
+                           transfer_matrix=matrix, transfer_entries=entries)
+    for name, paths in written.items():
+        for path in paths:
+            console.print(f"{name}: {path}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"report written to {out}/", soft_wrap=True, markup=False, highlight=False)
 
 
 @data_app.command("list")

@@ -1,4 +1,4 @@
-"""Plain-text views of result records (the rich tables the CLI prints)."""
+"""Terminal views of result records: the rich tables the CLI prints."""
 
 from __future__ import annotations
 
