@@ -5,6 +5,10 @@ On disk a distilled set is a directory holding ``tensors.safetensors`` (or a ten
 version 1) with every scalar field, the free-form ``meta`` dict, the tensor shapes and the
 SHA-256 of the tensor file. Nothing is ever unpickled beyond what ``torch.load(weights_only=True)``
 allows.
+
+A set distilled on ZCA-whitened inputs (MTT ``--zca``) carries its whitening: the tensors
+``zca.mean`` [D] and ``zca.transform`` [D, D] sit in the same tensor file (so the checksum covers
+them) and ``meta.json`` describes them under ``"zca"``. Files without it load as before.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from safetensors.torch import load_file, save_file
 from robustdd import __version__
 from robustdd.data.registry import DatasetInfo, dataset_info
 from robustdd.errors import CorruptDataError, IncompatibleError, RobustDDError
+from robustdd.nn.zca import ZCAWhitening
 
 FORMATIONS = ("none", "mosaic2x2")
 FORMAT_NAME = "robustdd.distilled"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
+ZCA_KEYS = {"mean": "zca.mean", "transform": "zca.transform"}
 TENSOR_FILES = {"safetensors": "tensors.safetensors", "pt": "tensors.pt"}
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION",
     "DistilledSet",
     "DistilledSetNotFoundError",
+    "decode_mosaic2x2",
     "import_dc",
     "import_mtt",
     "make_mosaic2x2",
@@ -62,7 +69,9 @@ class DistilledSet:
     optimisation, :meth:`clamped` is what exports use). ``labels`` are int64 [N] hard labels or
     float32 [N, num_classes] soft labels (probabilities or logits, as the method defines).
     ``ipc`` counts *stored* images per class: a ``mosaic2x2`` set with ipc 10 trains on 40
-    images per class (see :meth:`decoded`). Images must be square.
+    images per class (see :meth:`decoded`). Images must be square. ``zca``, when set, is the
+    whitening the set was distilled under: models trained on it must apply it inside their
+    forward (:func:`robustdd.nn.zca.wrap_with_zca`).
     """
 
     images: torch.Tensor
@@ -77,6 +86,7 @@ class DistilledSet:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    zca: ZCAWhitening | None = None
 
     def __post_init__(self) -> None:
         self.class_names = tuple(str(c) for c in self.class_names)
@@ -154,6 +164,12 @@ class DistilledSet:
             raise ValueError(f"std values must be positive, got {self.std}")
         if not isinstance(self.meta, dict):
             raise ValueError(f"meta must be a dict, got {type(self.meta).__name__}")
+        if self.zca is not None:
+            if not isinstance(self.zca, ZCAWhitening):
+                raise ValueError(f"zca must be a ZCAWhitening, got {type(self.zca).__name__}")
+            if self.zca.dim != img[0].numel():
+                raise ValueError(f"zca was fitted on {self.zca.dim}-dimensional images, the set "
+                                 f"has {img[0].numel()} values per image")
         try:
             json.dumps(self.meta)
         except (TypeError, ValueError) as exc:
@@ -203,12 +219,8 @@ class DistilledSet:
         """
         if self.formation == "none":
             return self.images, self.labels
-        n, c, h, w = self.images.shape
-        quads = self.images.reshape(n, c, 2, h // 2, 2, w // 2).permute(2, 4, 0, 1, 3, 5)
-        quads = quads.reshape(4 * n, c, h // 2, w // 2)
-        images = F.interpolate(quads, size=(h, w), mode="bilinear", align_corners=False)
         labels = self.labels.repeat(4, 1) if self.soft else self.labels.repeat(4)
-        return images, labels
+        return decode_mosaic2x2(self.images), labels
 
     def to(self, device: torch.device | str) -> DistilledSet:
         """A copy with images and labels on ``device``."""
@@ -265,6 +277,9 @@ class DistilledSet:
         target.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"images": self.images.detach().cpu().contiguous(),
                    "labels": self.labels.detach().cpu().contiguous()}
+        if self.zca is not None:
+            state = self.zca.state_tensors()
+            tensors.update({ZCA_KEYS[k]: v for k, v in state.items()})
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             tensor_path = tmp / TENSOR_FILES[tensor_format]
@@ -309,6 +324,11 @@ class DistilledSet:
                            "dtype": "float32" if self.soft else "int64"},
             },
             "meta": self.meta,
+            "zca": None if self.zca is None else {
+                "kind": "zca-whitening", "eps": self.zca.eps, "dim": self.zca.dim,
+                "tensors": dict(ZCA_KEYS),
+                "applied": "whiten(x) = (flatten(x) - mean) @ transform, replacing mean/std "
+                           "normalisation inside the model"},
         }
 
     @classmethod
@@ -373,13 +393,38 @@ class DistilledSet:
             if list(tensors[key].shape) != want:
                 raise CorruptDataError(f"{tensor_path}: {key} has shape "
                                        f"{list(tensors[key].shape)}, meta.json says {want}")
+        zca = None
+        if doc.get("zca") is not None:
+            zspec = doc["zca"]
+            names = zspec["tensors"]
+            missing = [names.get(k) for k in ZCA_KEYS if names.get(k) not in tensors]
+            if missing:
+                raise CorruptDataError(f"{tensor_path}: ZCA tensor(s) {missing} named in "
+                                       "meta.json are missing")
+            zca = ZCAWhitening(tensors[names["mean"]], tensors[names["transform"]],
+                               float(zspec["eps"]))
         return cls(
             images=tensors["images"], labels=tensors["labels"],
             num_classes=doc["num_classes"], dataset=doc["dataset"], method=doc["method"],
             ipc=doc["ipc"], formation=doc.get("formation", "none"), lr=doc.get("lr"),
             class_names=tuple(doc.get("class_names", ())), mean=tuple(doc.get("mean", ())),
-            std=tuple(doc.get("std", ())), meta=doc.get("meta", {}),
+            std=tuple(doc.get("std", ())), meta=doc.get("meta", {}), zca=zca,
         )
+
+
+def decode_mosaic2x2(images: torch.Tensor) -> torch.Tensor:
+    """Decode [N, C, H, W] 2×2 mosaics into their 4N quadrants upsampled ×2, quadrant-major.
+
+    The one implementation of the ``mosaic2x2`` formation (``DistilledSet.decoded`` and the
+    IDM-family matching loops both call it); differentiable with respect to ``images``.
+    """
+    if images.dim() != 4 or images.shape[-1] % 2 or images.shape[-2] % 2:
+        raise ValueError(f"mosaic2x2 decoding needs [N, C, H, W] with even H and W, got "
+                         f"{tuple(images.shape)}")
+    n, c, h, w = images.shape
+    quads = images.reshape(n, c, 2, h // 2, 2, w // 2).permute(2, 4, 0, 1, 3, 5)
+    quads = quads.reshape(4 * n, c, h // 2, w // 2)
+    return F.interpolate(quads, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def make_mosaic2x2(images: torch.Tensor) -> torch.Tensor:
