@@ -1,0 +1,93 @@
+"""Distill and evaluate a grid of methods × IPCs × seeds; print clean accuracy and cost.
+
+Usage (the issue-4 measurement on a 2-core CPU)::
+
+    ROBUSTDD_DATA=../shared/datasets python benchmarks/methods_grid.py --dataset cifar10 \
+        --methods random,herding,dc,dsa,dm,idm,bacon,mtt --ipcs 1,10 --seeds 0 \
+        --profile small --attacks none --out results/methods-cifar10-small
+
+Everything lands in ``--out`` and the script resumes: a finished set or record is loaded, an
+interrupted distillation continues from its checkpoint. Accuracy is the mean ± population std
+over the K evaluation models of each set (and, with several seeds, over the seeds' means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from robustdd import DistilledSet, distill, evaluate, load_dataset
+from robustdd.runtime import write_json_atomic
+
+
+def run_one(method: str, train, test, ipc: int, seed: int, args) -> tuple[DistilledSet, dict]:
+    stem = f"{method}-{args.dataset}-ipc{ipc}-{args.profile}-s{seed}"
+    set_dir, rec_path = args.out / stem, args.out / f"{stem}.json"
+    if (set_dir / "meta.json").exists():
+        syn = DistilledSet.load(set_dir)
+    else:
+        ckpt = args.out / "checkpoints" / stem
+        syn = distill(method, train, ipc, seed=seed, profile=args.profile, device=args.device,
+                      progress=True, checkpoint_dir=ckpt, checkpoint_every=args.checkpoint_every)
+        syn.save(set_dir)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if rec_path.exists():
+        record = json.loads(rec_path.read_text())
+    else:
+        attacks = [] if args.attacks == "none" else args.attacks
+        record = evaluate(syn, profile=args.profile, test=test, seed=seed, device=args.device,
+                          attacks=attacks, progress=True)
+        write_json_atomic(rec_path, record)
+    return syn, record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--methods", default="random,dm")
+    parser.add_argument("--ipcs", default="1,10")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--profile", default="small")
+    parser.add_argument("--attacks", default="none", help="none, or a suite name")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--checkpoint-every", type=int, default=10)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    train, test = load_dataset(args.dataset, "train"), load_dataset(args.dataset, "test")
+    console = Console()
+    table = Table(title=f"{args.dataset}, profile {args.profile}: clean accuracy (%)")
+    for col in ("method", "IPC", "seeds", "clean % (mean ± std)", "distill s", "eval train s",
+                "device"):
+        table.add_column(col)
+    for method in args.methods.split(","):
+        for ipc in (int(i) for i in args.ipcs.split(",")):
+            means, stds, d_secs, e_secs, device = [], [], [], [], ""
+            for seed in (int(s) for s in args.seeds.split(",")):
+                syn, record = run_one(method, train, test, ipc, seed, args)
+                summary = record["summary"]["clean_accuracy"]
+                means.append(summary["mean"])
+                stds.append(summary["std"])
+                d_secs.append(syn.meta.get("distill_seconds", 0.0))
+                e_secs.append(sum(m["train"]["seconds"] for m in record["models"]))
+                device = record["environment"]["device"]
+                console.print(f"{method} IPC {ipc} seed {seed}: {summary['mean']:.2f} ± "
+                              f"{summary['std']:.2f} (K={summary['n']})")
+            spread = (statistics.pstdev(means) if len(means) > 1 else stds[0])
+            table.add_row(method, str(ipc), str(len(means)),
+                          f"{statistics.fmean(means):.2f} ± {spread:.2f}",
+                          f"{statistics.fmean(d_secs):.0f}", f"{statistics.fmean(e_secs):.0f}",
+                          device)
+    console.print(table)
+    console.print(time.strftime("measured %Y-%m-%d %H:%M"))
+
+
+if __name__ == "__main__":
+    main()
