@@ -6,7 +6,8 @@ Usage (the issue-4 measurement on a 2-core CPU)::
         --methods random,herding,dc,dsa,dm,idm,bacon,mtt --ipcs 1,10 --seeds 0 \
         --profile small --attacks none --out results/methods-cifar10-small
 
-Everything lands in ``--out`` and the script resumes: a finished set or record is loaded, an
+Records land in ``--out`` and sets in ``--sets`` (default ``OUT/sets``); the script resumes: a
+finished record is reused, a finished set is evaluated without distilling it again, and an
 interrupted distillation continues from its checkpoint. Accuracy is the mean ± population std
 over the K evaluation models of each set (and, with several seeds, over the seeds' means).
 """
@@ -27,25 +28,25 @@ from robustdd import DistilledSet, distill, evaluate, load_dataset
 from robustdd.runtime import write_json_atomic
 
 
-def run_one(method: str, train, test, ipc: int, seed: int, args) -> tuple[DistilledSet, dict]:
+def run_one(method: str, train, test, ipc: int, seed: int, args) -> dict:
+    """The evaluation record of one (method, IPC, seed), computed or loaded from ``--out``."""
     stem = f"{method}-{args.dataset}-ipc{ipc}-{args.profile}-s{seed}"
-    set_dir, rec_path = args.out / stem, args.out / f"{stem}.json"
+    set_dir, rec_path = args.sets / stem, args.out / f"{stem}.json"
+    if rec_path.exists():  # finished earlier: the record is all the table needs
+        return json.loads(rec_path.read_text())
     if (set_dir / "meta.json").exists():
         syn = DistilledSet.load(set_dir)
     else:
-        ckpt = args.out / "checkpoints" / stem
+        ckpt = args.sets / "checkpoints" / stem
         syn = distill(method, train, ipc, seed=seed, profile=args.profile, device=args.device,
                       progress=True, checkpoint_dir=ckpt, checkpoint_every=args.checkpoint_every)
         syn.save(set_dir)
         shutil.rmtree(ckpt, ignore_errors=True)
-    if rec_path.exists():
-        record = json.loads(rec_path.read_text())
-    else:
-        attacks = [] if args.attacks == "none" else args.attacks
-        record = evaluate(syn, profile=args.profile, test=test, seed=seed, device=args.device,
-                          attacks=attacks, progress=True)
-        write_json_atomic(rec_path, record)
-    return syn, record
+    attacks = [] if args.attacks == "none" else args.attacks
+    record = evaluate(syn, profile=args.profile, test=test, seed=seed, device=args.device,
+                      attacks=attacks, progress=True)
+    write_json_atomic(rec_path, record)
+    return record
 
 
 def main() -> None:
@@ -58,8 +59,12 @@ def main() -> None:
     parser.add_argument("--attacks", default="none", help="none, or a suite name")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint-every", type=int, default=10)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder of the evaluation records (JSON, small: keep them)")
+    parser.add_argument("--sets", type=Path, default=None,
+                        help="folder of the distilled sets and checkpoints (default: OUT/sets)")
     args = parser.parse_args()
+    args.sets = args.sets if args.sets is not None else args.out / "sets"
 
     train, test = load_dataset(args.dataset, "train"), load_dataset(args.dataset, "test")
     console = Console()
@@ -71,11 +76,11 @@ def main() -> None:
         for ipc in (int(i) for i in args.ipcs.split(",")):
             means, stds, d_secs, e_secs, device = [], [], [], [], ""
             for seed in (int(s) for s in args.seeds.split(",")):
-                syn, record = run_one(method, train, test, ipc, seed, args)
+                record = run_one(method, train, test, ipc, seed, args)
                 summary = record["summary"]["clean_accuracy"]
                 means.append(summary["mean"])
                 stds.append(summary["std"])
-                d_secs.append(syn.meta.get("distill_seconds", 0.0))
+                d_secs.append(record["distilled"]["meta"].get("distill_seconds", 0.0))
                 e_secs.append(sum(m["train"]["seconds"] for m in record["models"]))
                 device = record["environment"]["device"]
                 console.print(f"{method} IPC {ipc} seed {seed}: {summary['mean']:.2f} ± "

@@ -21,6 +21,7 @@ from robustdd.distill.losses.gradient import (
 )
 from robustdd.distill.methods.dc import get_loops
 from robustdd.distill.methods.herding import herding_select
+from robustdd.distill.methods.kcenter import kcenter_select
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.runtime import derive_seed
@@ -202,6 +203,26 @@ def test_herding_selects_real_images_deterministically(one_thread, digits_splits
     assert r.meta["feature_net_train_seconds"] == 0.0 < a.meta["feature_net_train_seconds"]
 
 
+def test_kcenter_picks_the_farthest_point_from_the_chosen_centres():
+    feats = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 5.0], [9.0, 1.0]])
+    # From row 0: row 2 is farthest (10); then distances to {0, 2}: row 3 min(7.07, 7.07).
+    assert kcenter_select(feats, 3, first=0).tolist() == [0, 2, 3]
+    assert kcenter_select(feats, 1, first=4).tolist() == [4]
+    with pytest.raises(ValueError):
+        kcenter_select(feats, 6, first=0)
+
+
+def test_kcenter_selects_distinct_real_images_per_class(one_thread, digits_splits):
+    train = digits_splits[0]
+    a = robustdd.distill("kcenter", train, ipc=3, seed=0, profile="smoke")
+    b = robustdd.distill("kcenter", train, ipc=3, seed=0, profile="smoke")
+    assert torch.equal(a.images, b.images) and a.method == "kcenter"
+    idx = torch.tensor(a.meta["source_indices"])
+    assert idx.unique().numel() == idx.numel() == 30
+    assert torch.equal(a.labels, train.labels[idx])
+    assert torch.bincount(a.labels, minlength=10).tolist() == [3] * 10
+
+
 # --- end to end ------------------------------------------------------------------------------
 
 
@@ -226,7 +247,7 @@ def test_dsa_resume_equals_uninterrupted(one_thread, digits_splits, tmp_path, mo
     resumes_identically("dsa", digits_splits[0], tmp_path, monkeypatch, iterations=6)
 
 
-@pytest.mark.parametrize("method", ["dc", "dsa", "herding"])
+@pytest.mark.parametrize("method", ["dc", "dsa", "herding", "kcenter"])
 def test_cli_distills_with_each_method(one_thread, tmp_path, method):
     out = tmp_path / method
     result = CliRunner().invoke(app, ["distill", method, "digits", "--ipc", "1", "--profile",

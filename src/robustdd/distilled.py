@@ -9,6 +9,11 @@ allows.
 A set distilled on ZCA-whitened inputs (MTT ``--zca``) carries its whitening: the tensors
 ``zca.mean`` [D] and ``zca.transform`` [D, D] sit in the same tensor file (so the checksum covers
 them) and ``meta.json`` describes them under ``"zca"``. Files without it load as before.
+
+A set whose evaluation protocol needs a teacher network (SRe2L's online knowledge distillation)
+carries it as a :class:`TeacherNet`: its state-dict tensors sit in the same tensor file under
+``teacher.<name>`` (covered by the same checksum) and ``meta.json`` names its architecture under
+``"teacher"``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ FORMAT_NAME = "robustdd.distilled"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 ZCA_KEYS = {"mean": "zca.mean", "transform": "zca.transform"}
+TEACHER_PREFIX = "teacher."
 TENSOR_FILES = {"safetensors": "tensors.safetensors", "pt": "tensors.pt"}
 
 __all__ = [
@@ -50,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "DistilledSet",
     "DistilledSetNotFoundError",
+    "TeacherNet",
     "decode_mosaic2x2",
     "import_dc",
     "import_mtt",
@@ -59,6 +66,38 @@ __all__ = [
 
 class DistilledSetNotFoundError(RobustDDError, FileNotFoundError):
     """A distilled set (or a file to import) does not exist at the given path."""
+
+
+@dataclass(eq=False)
+class TeacherNet:
+    """A network stored with a distilled set: architecture name and state dict (CPU tensors).
+
+    The architecture is a :func:`robustdd.nn.build_model` name; the model normalises its input
+    with the set's mean/std, like every robustdd model.
+    """
+
+    arch: str
+    state: dict[str, torch.Tensor]
+
+    @classmethod
+    def from_model(cls, arch: str, model: torch.nn.Module) -> TeacherNet:
+        """Snapshot ``model`` (built by ``build_model(arch, ...)``)."""
+        return cls(arch, {k: v.detach().cpu().clone().contiguous()
+                          for k, v in model.state_dict().items()})
+
+    def build(self, num_classes: int, channels: int, image_size: int, mean: Sequence[float],
+              std: Sequence[float], device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The network with its stored weights, in eval mode on ``device``."""
+        from robustdd.nn import build_model
+
+        net = build_model(self.arch, num_classes, channels, image_size, mean=mean, std=std,
+                          device=device)
+        try:
+            net.load_state_dict({k: v.to(device) for k, v in self.state.items()})
+        except RuntimeError as exc:
+            raise CorruptDataError(f"stored teacher does not fit architecture {self.arch!r}: "
+                                   f"{exc}") from exc
+        return net.eval()
 
 
 @dataclass(eq=False, repr=False)
@@ -71,7 +110,8 @@ class DistilledSet:
     ``ipc`` counts *stored* images per class: a ``mosaic2x2`` set with ipc 10 trains on 40
     images per class (see :meth:`decoded`). Images must be square. ``zca``, when set, is the
     whitening the set was distilled under: models trained on it must apply it inside their
-    forward (:func:`robustdd.nn.zca.wrap_with_zca`).
+    forward (:func:`robustdd.nn.zca.wrap_with_zca`). ``teacher``, when set, is the network the
+    set's evaluation protocol distils from (SRe2L's online KD).
     """
 
     images: torch.Tensor
@@ -87,6 +127,7 @@ class DistilledSet:
     std: tuple[float, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     zca: ZCAWhitening | None = None
+    teacher: TeacherNet | None = None
 
     def __post_init__(self) -> None:
         self.class_names = tuple(str(c) for c in self.class_names)
@@ -170,6 +211,8 @@ class DistilledSet:
             if self.zca.dim != img[0].numel():
                 raise ValueError(f"zca was fitted on {self.zca.dim}-dimensional images, the set "
                                  f"has {img[0].numel()} values per image")
+        if self.teacher is not None and not isinstance(self.teacher, TeacherNet):
+            raise ValueError(f"teacher must be a TeacherNet, got {type(self.teacher).__name__}")
         try:
             json.dumps(self.meta)
         except (TypeError, ValueError) as exc:
@@ -280,6 +323,9 @@ class DistilledSet:
         if self.zca is not None:
             state = self.zca.state_tensors()
             tensors.update({ZCA_KEYS[k]: v for k, v in state.items()})
+        if self.teacher is not None:
+            tensors.update({TEACHER_PREFIX + k: v.detach().cpu().contiguous()
+                            for k, v in self.teacher.state.items()})
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             tensor_path = tmp / TENSOR_FILES[tensor_format]
@@ -329,6 +375,9 @@ class DistilledSet:
                 "tensors": dict(ZCA_KEYS),
                 "applied": "whiten(x) = (flatten(x) - mean) @ transform, replacing mean/std "
                            "normalisation inside the model"},
+            "teacher": None if self.teacher is None else {
+                "arch": self.teacher.arch, "prefix": TEACHER_PREFIX,
+                "num_tensors": len(self.teacher.state)},
         }
 
     @classmethod
@@ -403,12 +452,22 @@ class DistilledSet:
                                        "meta.json are missing")
             zca = ZCAWhitening(tensors[names["mean"]], tensors[names["transform"]],
                                float(zspec["eps"]))
+        teacher = None
+        if doc.get("teacher") is not None:
+            tspec = doc["teacher"]
+            prefix = tspec["prefix"]
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if len(state) != int(tspec["num_tensors"]):
+                raise CorruptDataError(f"{tensor_path}: meta.json records "
+                                       f"{tspec['num_tensors']} teacher tensors, the file holds "
+                                       f"{len(state)}")
+            teacher = TeacherNet(str(tspec["arch"]), state)
         return cls(
             images=tensors["images"], labels=tensors["labels"],
             num_classes=doc["num_classes"], dataset=doc["dataset"], method=doc["method"],
             ipc=doc["ipc"], formation=doc.get("formation", "none"), lr=doc.get("lr"),
             class_names=tuple(doc.get("class_names", ())), mean=tuple(doc.get("mean", ())),
-            std=tuple(doc.get("std", ())), meta=doc.get("meta", {}), zca=zca,
+            std=tuple(doc.get("std", ())), meta=doc.get("meta", {}), zca=zca, teacher=teacher,
         )
 
 

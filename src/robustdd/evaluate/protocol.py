@@ -55,6 +55,56 @@ class EvalProtocol(BaseModel):
             raise ValueError(f"invalid evaluation protocol: {exc}") from exc
 
 
+class KDProtocol(BaseModel):
+    """SRe2L's CIFAR relabel + evaluation protocol (``relabel_cifar.py``, methods.md §8).
+
+    A fresh student (default: the set's teacher architecture, ResNet-18 with BatchNorm in the
+    reference) trained ``epochs`` epochs by online knowledge distillation from the set's
+    teacher: AdamW (lr 1e-3, weight decay 0.01), per-epoch cosine schedule, batch 128, random
+    crop (padding 4) + horizontal flip, Mixup α 0.8, KL at temperature 30 without T². The
+    hard labels of the set are not used. K students, mean ± population std.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["sre2l-kd"] = "sre2l-kd"
+    arch: str | None = None  # None: the teacher's architecture
+    epochs: int = Field(400, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(128, ge=1)
+    temperature: float = Field(30.0, gt=0)
+    mixup_alpha: float = Field(0.8, ge=0)
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+    num_models: int = Field(5, ge=1)
+    test_examples: int | None = Field(None, ge=1)
+    attack_examples: int | None = Field(None, ge=1)
+
+    def train_config(self, lr: float | None = None) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, lr=lr if lr is not None else self.lr,
+                           momentum=0.0, weight_decay=self.weight_decay,
+                           batch_size=self.batch_size, decay=False, extra_epoch=False,
+                           cosine=True, optimizer="adamw")
+
+    @classmethod
+    def from_profile(cls, profile: str | Profile, **overrides: Any) -> KDProtocol:
+        """The protocol with a profile's budget (``kd_eval_epochs``, K, test subsets)."""
+        prof = get_profile(profile) if isinstance(profile, str) else profile
+        values: dict[str, Any] = {"epochs": prof.kd_eval_epochs, "num_models": prof.eval_models,
+                                  "test_examples": prof.test_examples,
+                                  "attack_examples": prof.attack_examples}
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ValueError(f"invalid KD evaluation protocol: {exc}") from exc
+
+
+#: Protocols a distilled set may name in ``meta["protocol"]["name"]``.
+PROTOCOLS = {"dd-standard": EvalProtocol, "sre2l-kd": KDProtocol}
+
+
 def default_attacks(profile: str | Profile) -> list[AttackSpec]:
     """The attacks a profile evaluates by default: FGSM, PGD-L∞ untargeted and targeted.
 

@@ -1,6 +1,6 @@
 """Transfer attacks: a matrix of surrogates × victims (ROME Table 2 and Figure 3; BEARD §5.1).
 
-Every victim is a model trained on one distilled set with the evaluation protocol (model index
+Every victim is a model trained on one distilled set with the protocol that set names (model index
 0 of :func:`robustdd.evaluate.evaluate`'s seeds, so it is the same network as that evaluation's
 first model). Surrogates are models trained the same way on other (or the same) distilled sets,
 plus, optionally, a network adversarially trained on the full real training data
@@ -26,12 +26,11 @@ from robustdd.attacks import AttackSpec, run_attack
 from robustdd.data import ImageDataset, load_dataset
 from robustdd.distilled import DistilledSet
 from robustdd.evaluate.protocol import EvalProtocol
-from robustdd.evaluate.whitebox import _default_arch, _resolve_attacks, test_subsets
+from robustdd.evaluate.recipe import recipe_for_set
+from robustdd.evaluate.whitebox import _resolve_attacks, test_subsets
 from robustdd.metrics import CLEAN, TARGETED_SUFFIX, compute_metrics
-from robustdd.nn import build_model
-from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
 from robustdd.nn.train import accuracy, train_model
-from robustdd.profiles import get_profile
+from robustdd.profiles import Profile, get_profile
 from robustdd.progress import progress_bar
 from robustdd.robust.adversarial_training import adversarially_trained_model, at_config
 from robustdd.runtime import derive_seed, environment, generator_for, resolve_device
@@ -98,7 +97,8 @@ def transfer_evaluation(victims: Mapping[str, DistilledSet], *,
 
     def model_for(dset: DistilledSet) -> tuple[torch.nn.Module, dict[str, Any]]:
         if id(dset) not in trained:
-            trained[id(dset)] = _train_on_set(dset, test, protocol, seed, dev)
+            trained[id(dset)] = _train_on_set(dset, test, prof, seed, dev,
+                                              protocol_overrides)
         return trained[id(dset)]
 
     n_work = len(victims) + len(surrogates) + len(specs) * (len(surrogates)
@@ -152,23 +152,20 @@ def transfer_evaluation(victims: Mapping[str, DistilledSet], *,
     }
 
 
-def _train_on_set(dset: DistilledSet, test: ImageDataset, protocol: EvalProtocol, seed: int,
-                  dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Model 0 of the evaluation protocol on ``dset`` (same seeds as ``evaluate``'s model 0)."""
-    arch = protocol.arch or _default_arch(test.name)
-    strategy = protocol.dsa_strategy or default_strategy(test.name)
-    augment = (DSA(DSAConfig(strategy=strategy), mean=test.mean, std=test.std)
-               if protocol.augmentation == "dsa" else None)
-    lr = dset.lr if (protocol.use_learned_lr and dset.lr is not None) else protocol.lr
+def _train_on_set(dset: DistilledSet, test: ImageDataset, profile: Profile, seed: int,
+                  dev: torch.device, overrides: dict[str, Any]
+                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Model 0 of the set's evaluation protocol (same seeds as ``evaluate``'s model 0)."""
+    recipe = recipe_for_set(dset, test, profile, dev, **overrides)
     model_seed = derive_seed(seed, "eval-model", 0)
-    model = build_model(arch, test.num_classes, test.channels, test.image_size, mean=test.mean,
-                        std=test.std, seed=model_seed, device=dev)
+    model = recipe.build(test, model_seed, dev)
     images, labels = dset.decoded()
-    stats = train_model(model, images, labels, protocol.train_config(lr),
-                        generator_for(seed, "eval-train", 0), augment=augment)
+    stats = train_model(model, images, labels, recipe.train_config,
+                        generator_for(seed, "eval-train", 0), augment=recipe.augment,
+                        objective=recipe.objective)
     model.eval()
     return model, {"method": dset.method, "ipc": dset.ipc, "model_seed": model_seed,
-                   "train_seconds": stats.seconds}
+                   "protocol": recipe.protocol.name, "train_seconds": stats.seconds}
 
 
 def transfer_pair_metrics(record: dict[str, Any], surrogate: str, victim: str, *,

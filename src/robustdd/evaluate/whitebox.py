@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from robustdd.attacks import ATTACKS, AttackSpec, run_attack, suite
-from robustdd.data import ImageDataset, dataset_info, load_dataset
+from robustdd.data import ImageDataset, load_dataset
 from robustdd.distilled import DistilledSet
-from robustdd.errors import UnknownNameError
 from robustdd.evaluate.curves import robustness_curves, sanity_warnings
 from robustdd.evaluate.protocol import EvalProtocol, default_attacks
+from robustdd.evaluate.recipe import TrainingRecipe, recipe_for_set, standard_recipe
 from robustdd.evaluate.shift import (
     BLUR_RADIUS,
     N_CLUSTERS,
@@ -24,8 +24,6 @@ from robustdd.evaluate.shift import (
     cluster_assignment,
     shifted_images,
 )
-from robustdd.nn import build_model
-from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
 from robustdd.nn.train import accuracy, train_model
 from robustdd.profiles import get_profile
 from robustdd.progress import progress_bar
@@ -75,17 +73,16 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     model gets ``warnings`` from the gradient-masking sanity checks.
     """
     prof = get_profile(profile)
-    protocol = EvalProtocol.from_profile(prof, **protocol_overrides)
     attacks = _resolve_attacks(attacks, prof)
     test = test if test is not None else load_dataset(distilled.dataset, "test", root)
     distilled.check_compatible(test.name, num_classes=test.num_classes, channels=test.channels,
                                image_size=test.image_size)
     train_images, train_labels = distilled.decoded()
     dev = resolve_device(device)
-    lr = distilled.lr if (protocol.use_learned_lr and distilled.lr is not None) else protocol.lr
+    recipe = recipe_for_set(distilled, test, prof, dev, **protocol_overrides)
     record = _evaluate_training_set(
-        train_images, train_labels, test, protocol, attacks, seed, dev, progress,
-        lr=lr, label=f"{distilled.method} IPC {distilled.ipc}", shift=shift, curves=curves)
+        train_images, train_labels, test, recipe, attacks, seed, dev, progress,
+        label=f"{distilled.method} IPC {distilled.ipc}", shift=shift, curves=curves)
     record.update({
         "method": distilled.method, "dataset": distilled.dataset, "ipc": distilled.ipc,
         "profile": profile, "distilled": {
@@ -106,24 +103,19 @@ def evaluate_full_dataset(train: ImageDataset, *, profile: str = "small",
     protocol = EvalProtocol.from_profile(prof, **protocol_overrides)
     attacks = _resolve_attacks(attacks, prof)
     test = test if test is not None else load_dataset(train.name, "test", root)
-    record = _evaluate_training_set(train.images, train.labels, test, protocol, attacks, seed,
-                                    resolve_device(device), progress, lr=protocol.lr,
-                                    label=f"full {train.name}")
+    record = _evaluate_training_set(train.images, train.labels, test,
+                                    standard_recipe(protocol, test), attacks, seed,
+                                    resolve_device(device), progress, label=f"full {train.name}")
     record.update({"method": "full", "dataset": train.name, "ipc": None, "profile": profile,
                    "distilled": {"training_images": len(train)}})
     return record
 
 
 def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: ImageDataset,
-                           protocol: EvalProtocol, attacks: list[AttackSpec], seed: int,
-                           dev: torch.device, progress: bool, *, lr: float,
-                           label: str, shift: bool = False,
-                           curves: bool = False) -> dict[str, Any]:
-    arch = protocol.arch or _default_arch(test.name)
-    strategy = protocol.dsa_strategy or default_strategy(test.name)
-    augment = (DSA(DSAConfig(strategy=strategy), mean=test.mean, std=test.std)
-               if protocol.augmentation == "dsa" else None)
-    train_cfg = protocol.train_config(lr)
+                           recipe: TrainingRecipe, attacks: list[AttackSpec], seed: int,
+                           dev: torch.device, progress: bool, *, label: str,
+                           shift: bool = False, curves: bool = False) -> dict[str, Any]:
+    protocol, train_cfg = recipe.protocol, recipe.train_config
     test_idx, attack_idx = test_subsets(test, protocol, seed)
     x_test, y_test = test.pixels(test_idx, dev), test.labels[test_idx].to(dev)
     x_att, y_att = test.pixels(attack_idx, dev), test.labels[attack_idx].to(dev)
@@ -133,11 +125,10 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
     with progress_bar(total, f"evaluate {label}", progress) as advance:
         for k in range(protocol.num_models):
             model_seed = derive_seed(seed, "eval-model", k)
-            model = build_model(arch, test.num_classes, test.channels, test.image_size,
-                                mean=test.mean, std=test.std, seed=model_seed, device=dev)
+            model = recipe.build(test, model_seed, dev)
             stats = train_model(model, images, labels, train_cfg,
-                                generator_for(seed, "eval-train", k), augment=augment,
-                                progress=advance)
+                                generator_for(seed, "eval-train", k), augment=recipe.augment,
+                                objective=recipe.objective, progress=advance)
             t0 = time.perf_counter()
             clean = accuracy(model, x_test, y_test)
             clean_seconds = time.perf_counter() - t0
@@ -186,8 +177,7 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
         "format": RECORD_FORMAT, "format_version": RECORD_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": seed,
-        "protocol": {**protocol.model_dump(), "arch": arch, "dsa_strategy": strategy,
-                     "train": train_cfg.to_dict()},
+        "protocol": recipe.record(),
         "test_set": {"dataset": test.name, "split": test.split, "size": len(test),
                      "examples": int(test_idx.numel()), "attack_examples": int(attack_idx.numel()),
                      "subset_seed": seed, "subset_digest": _index_digest(test_idx),
@@ -238,10 +228,3 @@ def _shift_scores(model: torch.nn.Module, sets: dict[str, torch.Tensor], images:
     for kind in SHIFTS:
         scores[kind] = accuracy(model, sets[kind], labels)
     return scores
-
-
-def _default_arch(name: str) -> str:
-    try:
-        return dataset_info(name).default_arch
-    except UnknownNameError:
-        return "convnet"

@@ -6,13 +6,20 @@ It implements the DD evaluation protocol of the DC/DSA/DM reference (``evaluate_
 reference loops over ``range(Epoch + 1)``), the learning rate multiplied by 0.1 once after epoch
 index ``epochs // 2 + 1`` with a fresh optimiser (so momentum is reset), shuffled batches and
 per-batch augmentation.
+
+Other recipes reuse it through options: ``cosine`` (per-epoch cosine annealing to 0, as
+``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch: SRe2L's teacher and student),
+``optimizer="adamw"`` (SRe2L's KD student) and ``objective`` (a loss other than cross-entropy on
+the given labels, e.g. online knowledge distillation with Mixup).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +27,8 @@ from torch import nn
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 BatchHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``objective(model, x, y, generator) -> loss`` replacing cross-entropy on the labels.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,12 @@ class TrainConfig:
     batch_size: int = 256
     decay: bool = True
     extra_epoch: bool = True
+    cosine: bool = False  # per-epoch cosine annealing over total_epochs (replaces the step)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw ignores momentum
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: sgd, adamw")
 
     @property
     def total_epochs(self) -> int:
@@ -41,7 +56,14 @@ class TrainConfig:
     @property
     def decay_after_epoch(self) -> int | None:
         """Epoch index after which the lr drops ×0.1 (the reference's ``Epoch // 2 + 1``)."""
-        return self.epochs // 2 + 1 if self.decay else None
+        return self.epochs // 2 + 1 if self.decay and not self.cosine else None
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate used during epoch ``epoch`` (0-based)."""
+        if self.cosine:
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(self.total_epochs, 1)))
+        after = self.decay_after_epoch
+        return self.lr * 0.1 if after is not None and epoch > after else self.lr
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total_epochs": self.total_epochs,
@@ -77,6 +99,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 config: TrainConfig, generator: torch.Generator, *,
                 augment: Augment | None = None, batch_hook: BatchHook | None = None,
+                objective: Objective | None = None,
                 on_epoch_end: Callable[[int, nn.Module], None] | None = None,
                 progress: Callable[[int], None] | None = None) -> TrainStats:
     """Train ``model`` in place on (``images``, ``labels``) and return what it did.
@@ -84,7 +107,8 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     ``images`` are pixels: float in [0, 1] or uint8 (converted per batch, so a whole real training
     set can stay uint8 on the device). ``labels`` are int64 or soft [N, C]. Shuffling and
     augmentation draw only from ``generator`` (a CPU generator). ``batch_hook(model, x, y)`` may
-    replace a batch after augmentation (adversarial training). ``on_epoch_end(epoch, model)`` is
+    replace a batch after augmentation (adversarial training); ``objective(model, x, y,
+    generator)`` replaces the cross-entropy loss. ``on_epoch_end(epoch, model)`` is
     called after every epoch (expert trajectories); ``progress(1)`` likewise.
     """
     device = next(model.parameters()).device
@@ -93,6 +117,9 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     lr = config.lr
 
     def make_optimizer(lr: float) -> torch.optim.Optimizer:
+        if config.optimizer == "adamw":
+            return torch.optim.AdamW(model.parameters(), lr=lr,
+                                     weight_decay=config.weight_decay)
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
 
@@ -102,6 +129,9 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     start = time.perf_counter()
     model.train()
     for epoch in range(config.total_epochs):
+        if config.cosine:
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(epoch)
         order = torch.randperm(n, generator=generator).to(device)
         for lo in range(0, n, config.batch_size):
             idx = order[lo:lo + config.batch_size]
@@ -111,14 +141,15 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             if batch_hook is not None:
                 x = batch_hook(model, x, y)
                 model.train()
-            loss = soft_cross_entropy(model(x), y)
+            loss = (soft_cross_entropy(model(x), y) if objective is None
+                    else objective(model, x, y, generator))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             steps += 1
             seen += int(idx.numel())
         loss_value = float(loss.detach())
-        if epoch == config.decay_after_epoch:
+        if not config.cosine and epoch == config.decay_after_epoch:
             lr *= 0.1
             optimizer = make_optimizer(lr)  # the reference re-creates it: momentum is reset
         if on_epoch_end is not None:

@@ -1,3 +1,13 @@
 """Built-in methods; importing this package registers them."""
 
-from robustdd.distill.methods import bacon, dc, dm, herding, idm, mtt, random_selection  # noqa: F401
+from robustdd.distill.methods import (  # noqa: F401
+    bacon,
+    dc,
+    dm,
+    herding,
+    idm,
+    kcenter,
+    mtt,
+    random_selection,
+    sre2l,
+)

@@ -99,35 +99,48 @@ def _subsample(class_idx: list[torch.Tensor], n: int | None,
             for idx in class_idx]
 
 
-@register_method("herding", HerdingConfig, PRESETS,
-                 description="per-class feature-space herding selection (Welling 2009)")
-def run_herding(ctx: DistillContext, config: HerdingConfig) -> DistilledSet:
-    """Select ``ipc`` real images per class by herding on network features."""
-    data, dev, C, ipc = ctx.data, ctx.device, ctx.num_classes, ctx.ipc
+def class_features(ctx: DistillContext, config: HerdingConfig, name: str
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+    """Per class: candidate indices, their features (eval-mode ``net.embed``) and the feature
+    network's training seconds. The network is seeded from the run's seed and ``name``."""
+    data, dev, C = ctx.data, ctx.device, ctx.num_classes
     net = build_model(ctx.arch, C, data.channels, data.image_size, mean=data.mean, std=data.std,
-                      seed=derive_seed(ctx.seed, "herding-net"), device=dev)
+                      seed=derive_seed(ctx.seed, f"{name}-net"), device=dev)
     class_idx = per_class_indices(data.labels, C)
     train_seconds = 0.0
     if config.features == "trained" and config.train_epochs > 0:
         train_idx = torch.cat(_subsample(class_idx, config.train_per_class,
-                                         ctx.generator("herding-train-subset")))
+                                         ctx.generator(f"{name}-train-subset")))
         train_cfg = TrainConfig(epochs=config.train_epochs, lr=config.lr,
                                 momentum=config.momentum, weight_decay=config.weight_decay,
                                 batch_size=config.batch_size, decay=False, extra_epoch=False)
         stats = train_model(net, data.images[train_idx], data.labels[train_idx], train_cfg,
-                            ctx.generator("herding-train"))
+                            ctx.generator(f"{name}-train"))
         train_seconds = stats.seconds
     net.eval()
-    pools = _subsample(class_idx, config.pool_per_class, ctx.generator("herding-pool"))
-    if min(int(p.numel()) for p in pools) < ipc:
-        raise ValueError(f"pool_per_class={config.pool_per_class} is smaller than ipc={ipc}")
-    chosen = []
-    for pool in pools:
-        feats = _embed(net, data.images[pool].to(dev), config.embed_batch)
-        chosen.append(pool[herding_select(feats, ipc).cpu()])
-    idx = torch.cat(chosen)
+    pools = _subsample(class_idx, config.pool_per_class, ctx.generator(f"{name}-pool"))
+    if min(int(p.numel()) for p in pools) < ctx.ipc:
+        raise ValueError(f"pool_per_class={config.pool_per_class} is smaller than ipc={ctx.ipc}")
+    feats = [_embed(net, data.images[pool].to(dev), config.embed_batch) for pool in pools]
+    return pools, feats, train_seconds
+
+
+def selected_set(ctx: DistillContext, method: str, idx: torch.Tensor,
+                 train_seconds: float) -> DistilledSet:
+    """The real images ``idx`` as a distilled set (indices kept in ``meta``)."""
+    data = ctx.data
     return DistilledSet(
-        images=data.pixels(idx), labels=data.labels[idx].clone(), num_classes=C,
-        dataset=data.name, method="herding", ipc=ipc, class_names=data.class_names,
+        images=data.pixels(idx), labels=data.labels[idx].clone(), num_classes=ctx.num_classes,
+        dataset=data.name, method=method, ipc=ctx.ipc, class_names=data.class_names,
         mean=data.mean, std=data.std,
         meta={"source_indices": idx.tolist(), "feature_net_train_seconds": train_seconds})
+
+
+@register_method("herding", HerdingConfig, PRESETS,
+                 description="per-class feature-space herding selection (Welling 2009)")
+def run_herding(ctx: DistillContext, config: HerdingConfig) -> DistilledSet:
+    """Select ``ipc`` real images per class by herding on network features."""
+    pools, feats, seconds = class_features(ctx, config, "herding")
+    idx = torch.cat([pool[herding_select(f, ctx.ipc).cpu()]
+                     for pool, f in zip(pools, feats, strict=True)])
+    return selected_set(ctx, "herding", idx, seconds)
