@@ -56,6 +56,8 @@ def distill_cmd(
     device: str = typer.Option("auto"),
     root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Method override key=value."),
+    variant: str | None = typer.Option(
+        None, help="Method variant, e.g. paper or faithful for rome (same as --set variant=)."),
     checkpoint_dir: Path | None = typer.Option(
         None, help="Save progress here; rerunning the same command resumes from it."),
     checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
@@ -63,10 +65,13 @@ def distill_cmd(
     """Distill DATASET into IPC images per class and save the set."""
     from robustdd.distill import distill
 
+    overrides = parse_overrides(set_)
+    if variant is not None:
+        overrides["variant"] = variant
     syn = distill(method, dataset, ipc, seed=seed, profile=profile, device=device,
                   root=str(root) if root else None, arch=arch, progress=True,
                   checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                  **parse_overrides(set_))
+                  **overrides)
     syn.save(out)
     console.print(f"{method} {syn.dataset} IPC {ipc}: {len(syn)} images in "
                   f"{syn.meta['distill_seconds']:.1f} s → {out}")

@@ -64,10 +64,18 @@ class Method:
     def resolve_config(self, profile: str, overrides: dict[str, Any]) -> MethodConfig:
         """Defaults ← profile preset ← user overrides, validated (with a readable error)."""
         values = {**self.presets.get(profile, {}), **overrides}
+        unknown = sorted(set(values) - set(self.config_cls.model_fields))
+        if unknown:
+            known = ", ".join(sorted(self.config_cls.model_fields)) or "none"
+            raise ValueError(f"invalid configuration for method {self.name!r}: unknown setting(s) "
+                             f"{', '.join(unknown)} (known: {known})")
         try:
             return self.config_cls(**values)
         except ValidationError as exc:
-            raise ValueError(f"invalid configuration for method {self.name!r}: {exc}") from exc
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                 for e in exc.errors())
+            raise ValueError(f"invalid configuration for method {self.name!r}: "
+                             f"{problems}") from exc
 
 
 METHODS: dict[str, Method] = {}

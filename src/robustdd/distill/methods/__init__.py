@@ -9,5 +9,6 @@ from robustdd.distill.methods import (  # noqa: F401
     kcenter,
     mtt,
     random_selection,
+    rome,
     sre2l,
 )

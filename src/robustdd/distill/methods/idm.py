@@ -180,6 +180,9 @@ class IDMVariant:
       enabled; the embedding happens under no_grad.
     * ``pool_perturb(net, images, labels, generator) -> images``: applied to each pool training
       batch (ROME's adversarial training of the pool).
+    * ``matching_net``: a fixed network to match with instead of the pool (ROME's robust
+      pretrained model); the pool is then neither built nor trained. Accuracy-weighted CE
+      needs the pool's running accuracies, so it must be off.
 
     Hooks draw randomness only from the generator they are given (the loop's, which
     checkpoints save), so runs with hooks stay reproducible and resumable.
@@ -192,7 +195,21 @@ class IDMVariant:
     accuracy_weighted_ce: bool = True
     real_transform: Perturb | None = None
     pool_perturb: Perturb | None = None
+    matching_net: nn.Module | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # merged into the result's meta
+
+    def __post_init__(self) -> None:
+        if self.matching_net is not None and self.accuracy_weighted_ce:
+            raise ValueError(f"{self.method}: accuracy-weighted CE uses the pool nets' running "
+                             "accuracies, so it cannot be combined with a fixed matching net")
+
+
+@dataclass
+class FixedNet:
+    """A fixed matching network in the role of a pool member (no accuracy meter)."""
+
+    net: nn.Module
+    accuracy: float = 0.0
 
 
 def mosaic_init(ctx: DistillContext) -> tuple[Tensor, Tensor]:
@@ -232,7 +249,7 @@ class _Loop:
     mean: Tensor
     std: Tensor
 
-    def match(self, member: PoolMember, g: torch.Generator) -> Tensor:
+    def match(self, member: PoolMember | FixedNet, g: torch.Generator) -> Tensor:
         """One pass over the classes with pool net ``member``: a synthetic step per class.
         Returns the summed class losses (detached)."""
         z, ipc, C = self.z, self.ctx.ipc, self.ctx.num_classes
@@ -303,8 +320,10 @@ def run_idm_family(ctx: DistillContext, config: IDMConfig, variant: IDMVariant) 
         return build_model(ctx.arch, C, data.channels, data.image_size, mean=data.mean,
                            std=data.std, seed=seed, device=dev)
 
+    fixed = variant.matching_net
     pool = ModelPool(build, ctx.seed, real_images, data.labels.to(dev),
-                     initial=config.initial_nets, capacity=config.net_num, lr=config.lr_net,
+                     initial=0 if fixed is not None else config.initial_nets,
+                     capacity=config.net_num, lr=config.lr_net,
                      momentum=config.net_momentum, weight_decay=config.net_weight_decay,
                      perturb=variant.pool_perturb)
     g_match = ctx.generator(variant.method, "match")
@@ -332,15 +351,18 @@ def run_idm_family(ctx: DistillContext, config: IDMConfig, variant: IDMVariant) 
     with progress_bar(config.iterations, title, ctx.progress) as advance:
         advance(start_it)
         for it in range(start_it, config.iterations):
-            if it > 0 and it % settings["meter_reset_interval"] == 0:
-                pool.reset_meters()
-            if it % settings["net_generate_interval"] == 0:
-                pool.push()
             total = torch.zeros((), device=dev)
-            for member in pool.sample(config.train_net_num, g_match):
-                total += loop.match(member, g_match)
-            pool.train_some(config.fetch_net_num, settings["model_train_steps"],
-                            config.trained_bs, g_pool)
+            if fixed is not None:
+                total += loop.match(FixedNet(fixed), g_match)
+            else:
+                if it > 0 and it % settings["meter_reset_interval"] == 0:
+                    pool.reset_meters()
+                if it % settings["net_generate_interval"] == 0:
+                    pool.push()
+                for member in pool.sample(config.train_net_num, g_match):
+                    total += loop.match(member, g_match)
+                pool.train_some(config.fetch_net_num, settings["model_train_steps"],
+                                config.trained_bs, g_pool)
             losses.append(float(total) / C)
             ctx.checkpoint.step(it, config.iterations, state)
             advance(1)
