@@ -40,7 +40,7 @@ before matching (:func:`freeze_batchnorm`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -123,15 +123,22 @@ def freeze_batchnorm(model: nn.Module, real: Tensor) -> None:
         m.eval()
 
 
+#: ``real_loss(model, x, y) -> scalar``: the real-side loss whose parameter gradient is the
+#: matching target (default: mean cross-entropy; GUARD-DC: its curvature-regularised loss).
+RealLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+
 def class_matching_losses(model: nn.Module, real: Tensor, real_labels: Tensor, syn: Tensor,
                           syn_labels: Tensor, metric: Metric = "ours",
-                          mode: Literal["loop", "vmap"] = "loop") -> Tensor:
+                          mode: Literal["loop", "vmap"] = "loop",
+                          real_loss: RealLoss | None = None) -> Tensor:
     """Per-group gradient-matching losses ``D(∇θ CE(syn_g), ∇θ CE(real_g))``, shape [G].
 
     ``real`` is [G, B, ...] and ``syn`` [G, S, ...] (one group per class), with int64 labels
     [G, B] and [G, S]. Cross-entropy is the mean over each group. Real gradients are detached;
     synthetic gradients keep their graph (``create_graph``), so the result back-propagates to
     ``syn``. ``model``'s parameters are read, never accumulated into (``.grad`` is untouched).
+    ``real_loss`` replaces the real side's cross-entropy (``loop`` mode only).
     """
     _check_metric(metric)
     if real.shape[0] != syn.shape[0]:
@@ -144,7 +151,8 @@ def class_matching_losses(model: nn.Module, real: Tensor, real_labels: Tensor, s
         g_real: list[list[Tensor]] = []
         g_syn: list[tuple[Tensor, ...]] = []
         for g in range(real.shape[0]):
-            loss_r = F.cross_entropy(model(real[g]), real_labels[g])
+            loss_r = (F.cross_entropy(model(real[g]), real_labels[g]) if real_loss is None
+                      else real_loss(model, real[g], real_labels[g]))
             g_real.append([t.detach() for t in torch.autograd.grad(loss_r, list(params.values()))])
             loss_s = F.cross_entropy(model(syn[g]), syn_labels[g])
             g_syn.append(torch.autograd.grad(loss_s, list(params.values()), create_graph=True))
@@ -153,6 +161,8 @@ def class_matching_losses(model: nn.Module, real: Tensor, real_labels: Tensor, s
         return batched_gradient_distance(stacked_syn, stacked_real, metric)
     if mode != "vmap":
         raise ValueError(f"unknown mode {mode!r}; known: vmap, loop")
+    if real_loss is not None:
+        raise ValueError("a custom real-side loss needs matching mode 'loop'")
     buffers = dict(model.named_buffers())
 
     def group_loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:

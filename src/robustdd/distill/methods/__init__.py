@@ -4,6 +4,7 @@ from robustdd.distill.methods import (  # noqa: F401
     bacon,
     dc,
     dm,
+    guard,
     herding,
     idm,
     kcenter,

@@ -32,7 +32,12 @@ from pydantic import Field
 from robustdd.distill.base import DistillContext, MethodConfig, register_method
 from robustdd.distill.checkpoint import generator_state, load_generator_state
 from robustdd.distill.common import initial_images, per_class_indices, sample_real_batches
-from robustdd.distill.losses.gradient import Metric, class_matching_losses, freeze_batchnorm
+from robustdd.distill.losses.gradient import (
+    Metric,
+    RealLoss,
+    class_matching_losses,
+    freeze_batchnorm,
+)
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.nn.dsa import DSA, default_strategy
@@ -114,7 +119,13 @@ PRESETS = {
 }
 
 
-def _run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str) -> DistilledSet:
+def run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str, *,
+                          real_loss: RealLoss | None = None, meta: dict | None = None,
+                          stream: str | None = None) -> DistilledSet:
+    """The DC/DSA loop; ``real_loss`` replaces the real side's CE (GUARD-DC), ``meta`` is
+    merged into the result's, ``stream`` (default ``name``) names the random streams, so a
+    variant can share its base method's networks and batches for like-for-like comparisons."""
+    stream = stream or name
     dev, data, C, ipc = ctx.device, ctx.data, ctx.num_classes, ctx.ipc
     outer_loop, inner_loop = config.loops(ipc)
     mean = torch.tensor(data.mean, device=dev).view(1, -1, 1, 1)
@@ -131,7 +142,7 @@ def _run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str) -> 
     syn_labels = labels.to(dev).view(C, ipc)
     inner = TrainConfig(epochs=inner_loop, lr=config.lr_net, momentum=0.0, weight_decay=0.0,
                         batch_size=config.batch_train, decay=False, extra_epoch=False)
-    g = ctx.generator(f"{name}-iterations")
+    g = ctx.generator(f"{stream}-iterations")
     losses: list[float] = []
     start_it = 0
     if (saved := ctx.checkpoint.restore()) is not None:
@@ -154,7 +165,7 @@ def _run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str) -> 
         advance(start_it)
         for it in range(start_it, config.iterations):
             net = build_model(ctx.arch, C, data.channels, data.image_size, mean=data.mean,
-                              std=data.std, seed=derive_seed(ctx.seed, f"{name}-net", it),
+                              std=data.std, seed=derive_seed(ctx.seed, f"{stream}-net", it),
                               device=dev)
             net.train()
             has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
@@ -170,7 +181,8 @@ def _run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str) -> 
                     real = torch.stack([p[0] for p in pairs])
                     syn = torch.stack([p[1] for p in pairs])
                 loss = class_matching_losses(net, real, real_labels, syn, syn_labels,
-                                             config.dis_metric, config.matching_mode).sum()
+                                             config.dis_metric, config.matching_mode,
+                                             real_loss=real_loss).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward(inputs=[z])  # the network's .grad stays untouched
                 optimizer.step()
@@ -193,18 +205,19 @@ def _run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str) -> 
         meta={"loss_first": losses[0] if losses else None,
               "loss_last": losses[-1] if losses else None,
               "outer_loop": outer_loop, "inner_loop": inner_loop,
-              "dsa_strategy": strategy, "resumed_from_iteration": start_it})
+              "dsa_strategy": strategy, "resumed_from_iteration": start_it,
+              **(meta or {})})
 
 
 @register_method("dc", DCConfig, PRESETS,
                  description="Dataset Condensation with gradient matching (Zhao et al. 2021)")
 def run_dc(ctx: DistillContext, config: DCConfig) -> DistilledSet:
     """Run DC and return the synthetic set in pixel space."""
-    return _run_gradient_matching(ctx, config, "dc")
+    return run_gradient_matching(ctx, config, "dc")
 
 
 @register_method("dsa", DSAMethodConfig, PRESETS,
                  description="DC with Differentiable Siamese Augmentation (Zhao & Bilen 2021)")
 def run_dsa(ctx: DistillContext, config: DSAMethodConfig) -> DistilledSet:
     """Run DSA and return the synthetic set in pixel space."""
-    return _run_gradient_matching(ctx, config, "dsa")
+    return run_gradient_matching(ctx, config, "dsa")

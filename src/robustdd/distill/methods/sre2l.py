@@ -50,7 +50,7 @@ from robustdd.distilled import DistilledSet, TeacherNet
 from robustdd.errors import CorruptDataError
 from robustdd.nn import build_model
 from robustdd.nn.kd import random_crop_flip
-from robustdd.nn.train import TrainConfig, accuracy, train_model
+from robustdd.nn.train import Objective, TrainConfig, accuracy, train_model
 from robustdd.progress import progress_bar
 from robustdd.runtime import cache_dir, derive_seed, generator_for, open_atomic
 
@@ -105,19 +105,27 @@ def teacher_train_config(config: SRe2LConfig) -> TrainConfig:
 
 
 def squeeze_teacher(data: ImageDataset, config: SRe2LConfig, device: torch.device, *,
+                    objective: Objective | None = None,
+                    objective_key: dict[str, Any] | None = None,
                     cache: Path | None = None, progress: bool = False
                     ) -> tuple[nn.Module, dict[str, Any]]:
     """The squeezed teacher for (``data``, config, ``teacher_seed``), trained or from the cache.
 
-    Cached as safetensors under ``cache_dir()/sre2l-teachers/`` keyed by the SHA-256 of the
-    training data, the architecture, the squeeze settings, the seed and the device type, with a
-    JSON record beside it. A cache file that does not load is refused with the reason.
+    ``objective`` replaces the cross-entropy of the squeeze (GUARD's curvature-regularised
+    loss); ``objective_key`` describes it for the cache key. Cached as safetensors under
+    ``cache_dir()/sre2l-teachers/`` keyed by the SHA-256 of the training data, the
+    architecture, the squeeze settings and objective, the seed and the device type, with a JSON
+    record beside it. A cache file that does not load is refused with the reason.
     """
+    if (objective is None) != (objective_key is None):
+        raise ValueError("give a squeeze objective together with its cache description")
     arch = config.teacher_arch
     key = {"format": TEACHER_FORMAT, "data": data_digest(data), "arch": arch,
            "train": teacher_train_config(config).to_dict(),
            "per_class": config.teacher_train_per_class, "seed": config.teacher_seed,
            "device": device.type}
+    if objective_key is not None:
+        key["objective"] = objective_key
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     folder = (cache if cache is not None else cache_dir()) / "sre2l-teachers"
     weights = folder / f"{data.name}-{arch}-{digest}.safetensors"
@@ -142,7 +150,8 @@ def squeeze_teacher(data: ImageDataset, config: SRe2LConfig, device: torch.devic
     train_cfg = teacher_train_config(config)
     with progress_bar(train_cfg.total_epochs, f"SRe2L squeeze {arch}", progress) as advance:
         stats = train_model(model, data.images[idx], data.labels[idx], train_cfg, gen,
-                            augment=lambda x, g: random_crop_flip(x, g), progress=advance)
+                            augment=lambda x, g: random_crop_flip(x, g), objective=objective,
+                            progress=advance)
     model.eval()
     record = {"key": key, "arch": arch, "train_examples": int(idx.numel()),
               "train_accuracy": accuracy(model, data.images[idx], data.labels[idx]),
@@ -282,8 +291,16 @@ def recover(teacher: nn.Module, ctx: DistillContext, config: SRe2LConfig) -> tup
                  description="Squeeze, Recover, Relabel (Yin et al. 2023), CIFAR variant")
 def run_sre2l(ctx: DistillContext, config: SRe2LConfig) -> DistilledSet:
     """Squeeze a teacher, recover IPC slices, return them with the teacher for KD evaluation."""
+    return run_sre2l_family(ctx, config, "sre2l")
+
+
+def run_sre2l_family(ctx: DistillContext, config: SRe2LConfig, method: str, *,
+                     objective: Objective | None = None,
+                     objective_key: dict[str, Any] | None = None) -> DistilledSet:
+    """SRe2L's three stages; ``objective`` changes the squeeze loss (GUARD)."""
     data, C, S = ctx.data, ctx.num_classes, ctx.ipc
-    teacher, record = squeeze_teacher(data, config, ctx.device, progress=ctx.progress)
+    teacher, record = squeeze_teacher(data, config, ctx.device, objective=objective,
+                                      objective_key=objective_key, progress=ctx.progress)
     pixels, losses, start = recover(teacher, ctx, config)
     if not torch.isfinite(pixels).all():
         raise FloatingPointError("SRe2L recovery diverged (NaN/Inf images); lower lr")
@@ -294,7 +311,7 @@ def run_sre2l(ctx: DistillContext, config: SRe2LConfig) -> DistilledSet:
     labels = torch.arange(C).repeat_interleave(S)
     student = config.student_arch or config.teacher_arch
     return DistilledSet(
-        images=images, labels=labels, num_classes=C, dataset=data.name, method="sre2l", ipc=S,
+        images=images, labels=labels, num_classes=C, dataset=data.name, method=method, ipc=S,
         class_names=data.class_names, mean=data.mean, std=data.std,
         teacher=TeacherNet.from_model(config.teacher_arch, teacher),
         meta={"protocol": {"name": "sre2l-kd", "arch": student},

@@ -1,0 +1,155 @@
+"""GUARD: the curvature penalty against finite differences and Hessian-vector products, its two
+forms, the squeeze objective's BN handling, guard-sre2l and guard-dc end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_checkpoint import resumes_identically
+from typer.testing import CliRunner
+
+import robustdd
+from robustdd.cli import app
+from robustdd.distilled import DistilledSet
+from robustdd.nn import build_model
+from robustdd.robust.curvature import (
+    curvature_objective,
+    curvature_penalty,
+    gradient_direction,
+    modules_in_eval,
+)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ROBUSTDD_CACHE", str(tmp_path_factory.getbasetemp() / "guard-cache"))
+
+
+def _smooth_net():
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 5), torch.nn.Tanh(),
+                              torch.nn.Linear(5, 3)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(4, 1, 2, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 2, 1, 2])
+    return net, x, y
+
+
+def test_z_is_h_times_the_unit_input_gradient():
+    net, x, y = _smooth_net()
+    z = gradient_direction(net, x, y, h=3.0)
+    # The reference's +1e-7 in numerator and denominator bends tiny gradients a little.
+    assert torch.allclose(z.flatten(1).norm(dim=1), torch.full((4,), 3.0, dtype=torch.float64),
+                          atol=1e-3)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(net(xg), y), xg)
+    cos = F.cosine_similarity(z.flatten(1), g.flatten(1))
+    assert torch.allclose(cos, torch.ones(4, dtype=torch.float64), atol=1e-6)
+
+
+def test_gradient_difference_over_h_tends_to_the_hessian_vector_product():
+    """‖∇ℓ(x + h ẑ) − ∇ℓ(x)‖ / h → ‖H ẑ‖ (the paper's Eq. 13–14) per sample."""
+    net, x, y = _smooth_net()
+    h = 1e-4
+    z = gradient_direction(net, x, y, h)
+    penalty, _ = curvature_penalty(net, x, y, h, per_sample=True, z=z)
+    want = []
+    for i in range(4):
+        def loss(xi, i=i):
+            return F.cross_entropy(net(xi.unsqueeze(0)), y[i:i + 1])
+        _, hv = torch.autograd.functional.hvp(loss, x[i], z[i] / h)
+        want.append(hv.norm())
+    assert float(penalty.detach()) / h == pytest.approx(float(torch.stack(want).mean()), rel=1e-3)
+
+
+def test_penalty_parameter_gradient_matches_finite_differences():
+    net, x, y = _smooth_net()
+    z = gradient_direction(net, x, y, 0.5)
+    weight = net[1].weight
+    penalty, _ = curvature_penalty(net, x, y, 0.5, squared=True, per_sample=True, z=z)
+    (grad,) = torch.autograd.grad(penalty, weight)
+    eps = 1e-6
+    for idx in [(0, 0), (2, 3), (4, 5)]:
+        with torch.no_grad():
+            weight[idx] += eps
+        up, _ = curvature_penalty(net, x, y, 0.5, squared=True, per_sample=True, z=z)
+        with torch.no_grad():
+            weight[idx] -= 2 * eps
+        down, _ = curvature_penalty(net, x, y, 0.5, squared=True, per_sample=True, z=z)
+        with torch.no_grad():
+            weight[idx] += eps
+        fd = (float(up) - float(down)) / (2 * eps)
+        assert float(grad[idx]) == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+def test_code_form_is_the_per_sample_form_over_batch_size():
+    net, x, y = _smooth_net()
+    z = gradient_direction(net, x, y, 3.0)
+    code, _ = curvature_penalty(net, x, y, 3.0, z=z)
+    paper_plain, _ = curvature_penalty(net, x, y, 3.0, per_sample=True, z=z)
+    assert float(code) * 4 == pytest.approx(float(paper_plain), rel=1e-10)
+    squared, _ = curvature_penalty(net, x, y, 3.0, per_sample=True, squared=True, z=z)
+    assert float(squared) >= float(paper_plain) ** 2 - 1e-12  # mean of squares ≥ square of mean
+
+
+def test_squeeze_objective_keeps_bn_statistics_for_the_plain_pass_only(digits_splits):
+    train, _ = digits_splits
+    x, y = train.pixels()[:64], train.labels[:64]
+    a = build_model("convnetbn", 10, 1, 8, mean=train.mean, std=train.std, seed=0).train()
+    b = build_model("convnetbn", 10, 1, 8, mean=train.mean, std=train.std, seed=0).train()
+    loss = curvature_objective(100.0, 3.0)(a, x, y, torch.Generator())
+    b(x)  # one plain training-mode forward
+    assert a.training and all(m.training for m in a.modules())
+    for (name, ra), rb in zip(a.named_buffers(), b.buffers(), strict=True):
+        assert torch.equal(ra, rb), name
+    plain = F.cross_entropy(b(x), y)
+    assert float(loss) > float(plain) - 1e-4
+    with modules_in_eval(a):
+        assert not a.training
+    assert a.training
+
+
+def test_guard_dc_with_zero_weight_is_dc_and_otherwise_differs(one_thread, digits_splits):
+    train = digits_splits[0]
+    dc = robustdd.distill("dc", train, ipc=1, seed=0, profile="smoke")
+    zero = robustdd.distill("guard-dc", train, ipc=1, seed=0, profile="smoke", guard_weight=0.0)
+    assert torch.equal(dc.images, zero.images)
+    for form in ("loss-difference", "curvature"):
+        g = robustdd.distill("guard-dc", train, ipc=1, seed=0, profile="smoke", guard_form=form)
+        assert not torch.equal(dc.images, g.images)
+        assert g.meta["guard"]["variant"] == "reconstructed" and g.meta["guard"]["form"] == form
+
+
+def test_guard_sre2l_regularises_the_teacher_and_keeps_sre2l_otherwise(one_thread, digits_splits):
+    train, test = digits_splits
+    base = robustdd.distill("sre2l", train, ipc=1, seed=0, profile="smoke", jpeg_quality=None)
+    zero = robustdd.distill("guard-sre2l", train, ipc=1, seed=0, profile="smoke",
+                            jpeg_quality=None, curvature_weight=0.0)
+    assert torch.allclose(base.images, zero.images, atol=1e-6)
+    paper = robustdd.distill("guard-sre2l", train, ipc=1, seed=0, profile="smoke",
+                             jpeg_quality=None)
+    faithful = robustdd.distill("guard-sre2l", train, ipc=1, seed=0, profile="smoke",
+                                jpeg_quality=None, variant="faithful")
+    for g in (paper, faithful):
+        assert not g.meta["teacher"]["from_cache"]  # its own cache entry, not SRe2L's teacher
+        assert any(not torch.equal(base.teacher.state[k], g.teacher.state[k])
+                   for k in base.teacher.state)
+    assert paper.meta["guard"]["squared"] and not faithful.meta["guard"]["squared"]
+    record = robustdd.evaluate(paper, profile="smoke", test=test, num_models=1, attacks="quick")
+    assert record["protocol"]["name"] == "sre2l-kd" and record["method"] == "guard-sre2l"
+
+
+def test_guard_dc_resume_equals_uninterrupted(one_thread, digits_splits, tmp_path, monkeypatch):
+    resumes_identically("guard-dc", digits_splits[0], tmp_path, monkeypatch, iterations=6)
+
+
+def test_cli_distills_guard_sre2l_faithful(one_thread, tmp_path):
+    out = tmp_path / "g"
+    result = CliRunner().invoke(app, ["distill", "guard-sre2l", "digits", "--ipc", "1",
+                                      "--profile", "smoke", "--variant", "faithful", "--out",
+                                      str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert DistilledSet.load(out).meta["guard"]["variant"] == "faithful"
