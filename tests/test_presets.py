@@ -14,7 +14,8 @@ from robustdd.distill.methods.idm import IDM_TABLE, schedule_for
 from robustdd.distill.methods.mtt import resolve
 from robustdd.profiles import PROFILES
 
-ALL = ["random", "herding", "kcenter", "dc", "dsa", "dm", "idm", "bacon", "mtt", "sre2l"]
+ALL = ["random", "herding", "kcenter", "dc", "dsa", "dm", "idm", "bacon", "mtt", "sre2l",
+       "rome", "guard-sre2l", "guard-dc", "rdd-dc", "rdd-idm"]
 
 
 def test_every_classic_method_is_registered():

@@ -38,13 +38,15 @@ from torch import Tensor, nn
 
 from robustdd.runtime import derive_seed
 
-__all__ = ["BuildNet", "ModelPool", "Perturb", "PoolMember"]
+__all__ = ["BuildNet", "ModelPool", "Perturb", "PoolMember", "PoolObjective"]
 
 #: Builds a freshly initialised network on the pool's device from an integer seed.
 BuildNet = Callable[[int], nn.Module]
 #: ``perturb(net, images, labels, generator) -> images``: replaces a batch (e.g. adversarial
 #: examples against ``net``), drawing any randomness from ``generator``.
 Perturb = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Tensor]
+#: ``objective(net, logits, images, labels) -> loss`` for a pool training step.
+PoolObjective = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -126,8 +128,9 @@ class ModelPool:
             m.seen = 0
 
     def train_member(self, member: PoolMember, steps: int, batch: int,
-                     generator: torch.Generator) -> None:
-        """``steps`` SGD steps of ``member`` on random real batches of ``batch`` images."""
+                     generator: torch.Generator, objective: PoolObjective | None = None) -> None:
+        """``steps`` SGD steps of ``member`` on random real batches of ``batch`` images;
+        ``objective(net, logits, x, y)`` replaces the cross-entropy (RDD's group CVaR)."""
         net, n = member.net, self.labels.shape[0]
         device = member.correct.device
         net.train()
@@ -139,7 +142,8 @@ class ModelPool:
                 x = self.perturb(net, x, y, generator)
                 net.train()
             logits = net(x)
-            loss = F.cross_entropy(logits, y)
+            loss = (F.cross_entropy(logits, y) if objective is None
+                    else objective(net, logits, x, y))
             member.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             member.optimizer.step()
@@ -147,11 +151,12 @@ class ModelPool:
             member.seen += int(y.shape[0])
 
     def train_some(self, fetch_net_num: int, steps: int, batch: int,
-                   generator: torch.Generator) -> list[PoolMember]:
+                   generator: torch.Generator,
+                   objective: PoolObjective | None = None) -> list[PoolMember]:
         """Train ``fetch_net_num`` distinct random members (see :meth:`train_member`)."""
         picked = self.sample(fetch_net_num, generator)
         for member in picked:
-            self.train_member(member, steps, batch, generator)
+            self.train_member(member, steps, batch, generator, objective)
         return picked
 
     def accuracies(self) -> list[float]:

@@ -10,6 +10,7 @@ from robustdd.distill.methods import (  # noqa: F401
     kcenter,
     mtt,
     random_selection,
+    rdd,
     rome,
     sre2l,
 )

@@ -24,10 +24,12 @@ Faithfulness notes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from robustdd.distill.base import DistillContext, MethodConfig, register_method
 from robustdd.distill.checkpoint import generator_state, load_generator_state
@@ -119,12 +121,21 @@ PRESETS = {
 }
 
 
+#: ``net_update(net, real_batch, syn_pixels, syn_labels, inner_config, generator)``: replaces
+#: the inner-loop training of the network on S (RDD trains it on clustered real data);
+#: ``real_batch(n)`` draws n fresh real images per class, [C, n, ...] pixels.
+NetUpdate = Callable[[nn.Module, Callable[[int], torch.Tensor], torch.Tensor, torch.Tensor,
+                      TrainConfig, torch.Generator], None]
+
+
 def run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str, *,
                           real_loss: RealLoss | None = None, meta: dict | None = None,
-                          stream: str | None = None) -> DistilledSet:
-    """The DC/DSA loop; ``real_loss`` replaces the real side's CE (GUARD-DC), ``meta`` is
-    merged into the result's, ``stream`` (default ``name``) names the random streams, so a
-    variant can share its base method's networks and batches for like-for-like comparisons."""
+                          stream: str | None = None,
+                          net_update: NetUpdate | None = None) -> DistilledSet:
+    """The DC/DSA loop; ``real_loss`` replaces the real side's CE (GUARD-DC), ``net_update``
+    the network's inner-loop training on S (RDD), ``meta`` is merged into the result's,
+    ``stream`` (default ``name``) names the random streams, so a variant can share its base
+    method's networks and batches for like-for-like comparisons."""
     stream = stream or name
     dev, data, C, ipc = ctx.device, ctx.data, ctx.num_classes, ctx.ipc
     outer_loop, inner_loop = config.loops(ipc)
@@ -190,8 +201,11 @@ def run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str, *,
                 if ol == outer_loop - 1 or inner_loop == 0:
                     continue
                 syn_train = (z.detach() * std + mean)
-                train_model(net, syn_train, labels.to(dev), inner, g,
-                            augment=dsa if config.dsa else None)
+                if net_update is not None:
+                    net_update(net, real_batch, syn_train, labels.to(dev), inner, g)
+                else:
+                    train_model(net, syn_train, labels.to(dev), inner, g,
+                                augment=dsa if config.dsa else None)
             losses.append(total / (C * outer_loop))
             ctx.checkpoint.step(it, config.iterations, state)
             advance(1)

@@ -62,7 +62,7 @@ from robustdd.distill.common import (
 )
 from robustdd.distill.formation import decode_mosaic2x2, make_mosaic2x2
 from robustdd.distill.losses.distribution import mean_embedding_distance
-from robustdd.distill.pool import ModelPool, Perturb, PoolMember
+from robustdd.distill.pool import ModelPool, Perturb, PoolMember, PoolObjective
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.nn.dsa import DSA, DSAConfig, DSAParams, default_strategy
@@ -163,6 +163,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: ``class_loss(real_emb [n, d], syn_emb [m, d]) -> scalar``: a method's matching term for one
 #: class (the CE regulariser is added by the loop). Real embeddings are detached.
 ClassLoss = Callable[[Tensor, Tensor], Tensor]
+PoolLossWithSet = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor, Tensor, torch.Generator],
+                           Tensor]
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ class IDMVariant:
     * ``matching_net``: a fixed network to match with instead of the pool (ROME's robust
       pretrained model); the pool is then neither built nor trained. Accuracy-weighted CE
       needs the pool's running accuracies, so it must be off.
+    * ``pool_objective(net, logits, x, y, syn, syn_labels, generator) -> loss``: replaces the
+      pool's training CE; ``syn`` are the current decoded synthetic pixels (RDD's clusters).
 
     Hooks draw randomness only from the generator they are given (the loop's, which
     checkpoints save), so runs with hooks stay reproducible and resumable.
@@ -196,6 +200,7 @@ class IDMVariant:
     real_transform: Perturb | None = None
     pool_perturb: Perturb | None = None
     matching_net: nn.Module | None = None
+    pool_objective: PoolLossWithSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # merged into the result's meta
 
     def __post_init__(self) -> None:
@@ -347,6 +352,19 @@ def run_idm_family(ctx: DistillContext, config: IDMConfig, variant: IDMVariant) 
 
     loop = _Loop(ctx, config, variant, z, optimizer, dsa, real_images, class_idx, batch_real,
                  float(settings["ce_weight"]), mean, std)
+    decoded_labels = labels.to(dev).repeat(4)  # decode_mosaic2x2 is quadrant-major
+
+    def pool_objective() -> PoolObjective | None:
+        """The variant's pool loss bound to the synthetic images as they are now."""
+        if variant.pool_objective is None:
+            return None
+        syn = decode_mosaic2x2(z.detach() * std + mean)
+        hook = variant.pool_objective
+
+        def objective(net: nn.Module, logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
+            return hook(net, logits, x, y, syn, decoded_labels, g_pool)
+
+        return objective
     title = f"{variant.method.upper()} {data.name} IPC {ipc}"
     with progress_bar(config.iterations, title, ctx.progress) as advance:
         advance(start_it)
@@ -362,7 +380,7 @@ def run_idm_family(ctx: DistillContext, config: IDMConfig, variant: IDMVariant) 
                 for member in pool.sample(config.train_net_num, g_match):
                     total += loop.match(member, g_match)
                 pool.train_some(config.fetch_net_num, settings["model_train_steps"],
-                                config.trained_bs, g_pool)
+                                config.trained_bs, g_pool, pool_objective())
             losses.append(float(total) / C)
             ctx.checkpoint.step(it, config.iterations, state)
             advance(1)

@@ -1,0 +1,144 @@
+"""RDD's group CVaR objective (Vahidian et al., ICLR 2025): risk-averse training over clusters
+of real data formed around the synthetic samples (``reference/methods.md`` §10).
+
+* :func:`cvar` — the conditional value at risk of a loss sample, the mean of its worst tail,
+  in the exact discrete Rockafellar–Uryasev form
+  CVaR = min_η η + 1/(q·n) · Σ_i (ℓ_i − η)₊ with tail fraction q: the k = ⌊qn⌋ largest losses
+  plus a (qn − k) share of the next one, divided by qn. Differentiable (gradients reach the
+  tail's losses). ``convention="tail"`` reads α as the tail fraction (q = α, α = 0.8: the worst
+  80 %); ``"confidence"`` reads it as the confidence level (q = 1 − α: the worst 20 %). The
+  paper's convention could not be verified, so both are offered; ``tail`` is the default.
+* :func:`group_cvar` — per-cluster CVaR of one batch, vectorised over clusters (padding, no
+  Python loop over clusters); empty clusters are left out.
+* :func:`rdd_objective` — CE + mean_k CVaR_k + max_k CVaR_k over the non-empty clusters.
+* :func:`official_cvar` — the released ``utils.py::cvar_loss``: ascending sort (the *lowest*
+  losses), n counting the zero padding, (nonzero-mean of the first k + sorted[k−1]·(α − k/n)) / α,
+  and no gradient (the code copies the losses through NumPy). Kept for the ``faithful`` variant,
+  whose network update is therefore plain CE (the CVaR only changes the logged value).
+* :func:`assign_clusters` — nearest synthetic centre in a network's embedding space: per class
+  among that class's centres (our default), or among all classes' centres pooled (the code).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["assign_clusters", "choose_centres", "cvar", "group_cvar", "official_cvar",
+           "rdd_objective", "tail_fraction"]
+
+Convention = Literal["tail", "confidence"]
+
+
+def tail_fraction(alpha: float, convention: Convention = "tail") -> float:
+    """The fraction q of worst losses CVaR averages under ``convention``."""
+    if not 0 < alpha < 1 and not (convention == "tail" and alpha == 1):
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if convention == "tail":
+        return float(alpha)
+    if convention == "confidence":
+        return 1.0 - float(alpha)
+    raise ValueError(f"unknown CVaR convention {convention!r}; known: tail, confidence")
+
+
+def _tail_mean(sorted_desc: Tensor, counts: Tensor, q: float) -> Tensor:
+    """Row-wise exact discrete CVaR of rows sorted descending with ``counts`` valid entries."""
+    qn = q * counts.to(sorted_desc.dtype)
+    k = torch.floor(qn + 1e-9).long().clamp(max=sorted_desc.shape[-1])
+    csum = torch.cat([torch.zeros_like(sorted_desc[..., :1]), sorted_desc.cumsum(-1)], -1)
+    head = csum.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+    nxt = sorted_desc.gather(-1, k.clamp(max=sorted_desc.shape[-1] - 1).unsqueeze(-1))
+    frac = (qn - k.to(qn.dtype)).clamp(min=0)
+    return (head + frac * nxt.squeeze(-1)) / qn
+
+
+def cvar(losses: Tensor, alpha: float = 0.8, convention: Convention = "tail") -> Tensor:
+    """CVaR of a 1-D loss sample (see the module docstring)."""
+    if losses.dim() != 1 or losses.numel() == 0:
+        raise ValueError(f"cvar needs a non-empty 1-D tensor, got shape {tuple(losses.shape)}")
+    q = tail_fraction(alpha, convention)
+    counts = torch.tensor([losses.numel()], device=losses.device)
+    return _tail_mean(losses.sort(descending=True).values.unsqueeze(0), counts, q)[0]
+
+
+def group_cvar(losses: Tensor, groups: Tensor, num_groups: int, alpha: float = 0.8,
+               convention: Convention = "tail") -> tuple[Tensor, Tensor]:
+    """Per-group CVaR of ``losses`` [N] with group ids ``groups`` [N] in [0, num_groups).
+
+    Returns (cvar [G], non-empty mask [G]); empty groups get 0 and mask False.
+    """
+    q = tail_fraction(alpha, convention)
+    counts = torch.bincount(groups, minlength=num_groups)
+    width = int(counts.max()) if losses.numel() else 1
+    # Position of each sample inside its group, then a [G, width] matrix padded with −inf.
+    order = torch.argsort(groups, stable=True)
+    sorted_groups = groups[order]
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(losses.numel(), device=losses.device) - starts[sorted_groups]
+    table = losses.new_full((num_groups, max(width, 1)), float("-inf"))
+    table = table.index_put((sorted_groups, pos), losses[order])
+    desc = table.sort(dim=1, descending=True).values
+    present = counts > 0
+    safe = torch.where(torch.isfinite(desc), desc, torch.zeros_like(desc))
+    values = _tail_mean(safe, counts.clamp(min=1), q)
+    return torch.where(present, values, torch.zeros_like(values)), present
+
+
+def rdd_objective(logits: Tensor, labels: Tensor, groups: Tensor, num_groups: int,
+                  alpha: float = 0.8, convention: Convention = "tail") -> Tensor:
+    """CE(mean) + mean_k CVaR_k + max_k CVaR_k of the per-sample CE over non-empty groups."""
+    per_sample = F.cross_entropy(logits, labels, reduction="none")
+    values, present = group_cvar(per_sample, groups, num_groups, alpha, convention)
+    kept = values[present]
+    return per_sample.mean() + kept.mean() + kept.max()
+
+
+def official_cvar(row: Tensor, alpha: float = 0.8) -> float:
+    """``utils.py::cvar_loss`` of the RDD code on one zero-padded row (no gradient)."""
+    values = row.detach().flatten().sort().values  # ascending: the *lowest* losses first
+    n = values.numel()
+    k = max(1, int(alpha * n))
+    head = values[:k]
+    nonzero = head[head != 0]
+    mean = float(nonzero.mean()) if nonzero.numel() else 0.0
+    return (mean + float(values[k - 1]) * (alpha - k / n)) / alpha
+
+
+def choose_centres(syn_labels: Tensor, num_classes: int, per_class: int,
+                   generator: torch.Generator) -> Tensor:
+    """Indices of the synthetic samples used as centres: all of a class's samples when it has
+    at most ``per_class``, else ``per_class`` of them drawn at random (the paper summary's rule:
+    K = IPC below 10, else 10 random synthetic samples per class)."""
+    out = []
+    for c in range(num_classes):
+        idx = torch.nonzero(syn_labels == c, as_tuple=True)[0]
+        if idx.numel() > per_class:
+            idx = idx[torch.randperm(idx.numel(), generator=generator)[:per_class].to(idx.device)]
+        out.append(idx)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def assign_clusters(net: nn.Module, real: Tensor, real_labels: Tensor, centres: Tensor,
+                    centre_labels: Tensor, *, pooled: bool = False) -> Tensor:
+    """Index (into ``centres``) of each real image's nearest centre in ``net.embed`` space.
+
+    By default a real image only considers centres of its own class; ``pooled`` considers all
+    centres, as the released code does. Eval mode for the embedding, restored afterwards.
+    """
+    was = net.training
+    net.eval()
+    try:
+        er, ec = net.embed(real), net.embed(centres)
+    finally:
+        net.train(was)
+    dist = torch.cdist(er, ec)
+    if not pooled:
+        other = real_labels.view(-1, 1) != centre_labels.view(1, -1)
+        if bool(other.all(dim=1).any()):
+            raise ValueError("a real image's class has no synthetic centre")
+        dist = dist.masked_fill(other, float("inf"))
+    return dist.argmin(dim=1)
