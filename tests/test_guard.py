@@ -81,7 +81,7 @@ def test_penalty_parameter_gradient_matches_finite_differences():
         down, _ = curvature_penalty(net, x, y, 0.5, squared=True, per_sample=True, z=z)
         with torch.no_grad():
             weight[idx] += eps
-        fd = (float(up) - float(down)) / (2 * eps)
+        fd = (float(up.detach()) - float(down.detach())) / (2 * eps)
         assert float(grad[idx]) == pytest.approx(fd, rel=1e-5, abs=1e-9)
 
 

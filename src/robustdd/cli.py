@@ -16,6 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Adversarially robust dataset distillation: distill, evaluate, attack.")
 data_app = typer.Typer(no_args_is_help=True, help="List and prepare datasets.")
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(no_args_is_help=True,
+                        help="Run grids of methods × datasets × IPCs × seeds into a result store.")
+app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -301,6 +304,73 @@ def data_prepare(name: str = typer.Argument(...),
 
     folder = prepare_dataset(name, root)
     console.print(f"{name} ready in {folder}" if folder else f"{name} needs no preparation")
+
+
+@bench_app.command("run")
+def bench_run(
+    grid: Path = typer.Argument(..., help="Grid file (YAML), e.g. presets/smoke.yaml."),
+    store: Path = typer.Option(..., help="Result store directory (created if missing)."),
+    executor: str = typer.Option("inline", help="inline or local (worker processes)."),
+    workers: int | None = typer.Option(None, help="Local workers (default: one per GPU)."),
+    device: str = typer.Option("auto"),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run every job of GRID that the store does not hold yet (resumable, safe to rerun)."""
+    import json
+
+    from robustdd.bench import load_grid, run_grid
+
+    spec = load_grid(grid)
+    summary = run_grid(spec, store, executor=executor, workers=workers, device=device,
+                       progress=not json_out)
+    if json_out:
+        print(json.dumps(summary))
+    else:
+        console.print(f"{spec.name}: {summary['completed']} completed, {summary['skipped']} "
+                      f"skipped (already done), {summary['failed']} failed, "
+                      f"{summary['pending']} pending — store {store}")
+    if summary["failed"]:
+        raise SystemExit(1)
+
+
+@bench_app.command("status")
+def bench_status(store: Path = typer.Option(..., help="Result store directory."),
+                 json_out: bool = typer.Option(False, "--json")) -> None:
+    """Jobs per status, and why failed jobs failed."""
+    import json
+
+    from robustdd.bench import ResultStore
+
+    if not (store / "index.sqlite").is_file():
+        raise ValueError(f"{store}: no result store here (run `robustdd bench run` first)")
+    rs = ResultStore(store)
+    counts = rs.status_counts()
+    failed = [{"key": j["key"], "kind": j["kind"], "label": j["spec"].get("label"),
+               "ipc": j["spec"].get("ipc"), "error": j["error"]} for j in rs.jobs("failed")]
+    if json_out:
+        print(json.dumps({**counts, "failures": failed}))
+        return
+    table = Table(title=f"store {store}")
+    for col in ("pending", "running", "done", "failed"):
+        table.add_column(col)
+    table.add_row(*(str(counts[c]) for c in ("pending", "running", "done", "failed")))
+    console.print(table)
+    for f in failed:
+        console.print(f"[red]failed[/red] {f['kind']} {f['label']} IPC {f['ipc']}: {f['error']}")
+
+
+@bench_app.command("report")
+def bench_report(store: Path = typer.Option(..., help="Result store directory."),
+                 out: Path = typer.Option(..., help="Folder for the report files.")) -> None:
+    """Tables (Markdown, CSV, LaTeX), metrics and figures from every finished evaluation."""
+    from robustdd.bench import ResultStore, store_records
+    from robustdd.report import write_report
+
+    records = store_records(ResultStore(store))
+    if not records:
+        raise ValueError(f"{store}: no finished evaluations to report yet")
+    written = write_report(records, out)
+    console.print(f"{len(records)} records → {out} ({sum(map(len, written.values()))} files)")
 
 
 def main() -> None:

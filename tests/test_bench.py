@@ -1,0 +1,225 @@
+"""The benchmark runner: grid validation, resume without rework, a worker killed mid-run,
+concurrent workers, crash between publish and commit, corrupt artifacts, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from robustdd.bench import GridError, ResultStore, expand, load_grid, run_grid, store_records
+from robustdd.bench.runner import run_job
+from robustdd.cli import app
+from robustdd.errors import CorruptDataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+GRID = """
+name: tiny
+profile: smoke
+datasets: [digits]
+ipcs: [1]
+seeds: [0, 1]
+methods:
+  - random
+  - {name: dm, overrides: {iterations: 3}}
+evaluation: {protocol: {num_models: 1, epochs: 2}}
+"""
+
+
+def _grid(tmp_path: Path, text: str = GRID, name: str = "grid.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "robustdd.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [nosuch]\n", "methods.0: unknown method"),
+    ("name: x\ndatasets: [nowhere]\nipcs: [1]\nmethods: [dm]\n", "datasets.0: unknown dataset"),
+    ("name: x\ndatasets: [digits]\nipcs: [0]\nmethods: [dm]\n", "ipcs"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\nevaluation: {attacks: strong}\n",
+     "unknown attack suite 'strong'"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [{name: dm, overrides: {itrations: 3}}]\n",
+     "unknown setting(s) itrations"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm, dm]\n", "share the label dm"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\nseeds: [0]\nextra: 1\n", "extra"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\nprofile: huge\n", "unknown profile"),
+    ("name: [unclosed\n", "not valid YAML"),
+    ("- just\n- a list\n", "a grid is a mapping"),
+])
+def test_bad_grids_are_refused_with_the_field_and_reason(tmp_path, text, message):
+    with pytest.raises(GridError) as info:
+        load_grid(_grid(tmp_path, text))
+    assert message in str(info.value) and "grid.yaml" in str(info.value)
+
+
+def test_missing_grid_file_is_named(tmp_path):
+    with pytest.raises(GridError, match="no such grid file"):
+        load_grid(tmp_path / "absent.yaml")
+
+
+def test_job_keys_follow_the_resolved_config(tmp_path):
+    grid = load_grid(_grid(tmp_path))
+    jobs = expand(grid)
+    assert [j.kind for j in jobs].count("distill") == 4 and len(jobs) == 8
+    again = expand(load_grid(_grid(tmp_path, GRID.replace("iterations: 3", "iterations: 3 "),
+                                   "g2.yaml")))
+    assert [j.key for j in jobs] == [j.key for j in again]
+    changed = expand(load_grid(_grid(tmp_path, GRID.replace("iterations: 3", "iterations: 4"),
+                                     "g3.yaml")))
+    assert {j.key for j in jobs} != {j.key for j in changed}
+    evals = [j for j in jobs if j.kind == "evaluate"]
+    assert all(len(j.deps) == 1 and j.deps[0] in {d.key for d in jobs} for j in evals)
+
+
+def test_shipped_smoke_preset_is_valid():
+    grid = load_grid(REPO / "presets" / "smoke.yaml")
+    assert grid.profile == "smoke" and len(expand(grid)) > 0
+
+
+# --- running and resuming --------------------------------------------------------------------
+
+
+def test_run_then_rerun_does_no_work(one_thread, tmp_path):
+    grid = load_grid(_grid(tmp_path))
+    first = run_grid(grid, tmp_path / "store", device="cpu")
+    assert (first["completed"], first["skipped"], first["failed"], first["pending"]) == (8, 0, 0, 0)
+    store = ResultStore(tmp_path / "store")
+    stamps = {p: p.stat().st_mtime_ns for p in store.artifacts.rglob("*") if p.is_file()}
+    second = run_grid(grid, tmp_path / "store", device="cpu")
+    assert (second["completed"], second["skipped"]) == (0, 8)
+    assert stamps == {p: p.stat().st_mtime_ns for p in store.artifacts.rglob("*") if p.is_file()}
+    records = store_records(store)
+    assert sorted((r["method"], r["seed"]) for r in records) == [
+        ("dm", 0), ("dm", 1), ("random", 0), ("random", 1)]
+    assert all(j["attempts"] == 1 for j in store.jobs())
+
+
+def test_corrupt_artifact_is_refused(one_thread, tmp_path):
+    grid = load_grid(_grid(tmp_path))
+    run_grid(grid, tmp_path / "store", device="cpu")
+    store = ResultStore(tmp_path / "store")
+    key = next(j["key"] for j in store.jobs("done") if j["kind"] == "evaluate")
+    path = store.artifact_path(key) / "record.json"
+    path.write_text(path.read_text().replace('"seed"', '"seeD"', 1))
+    with pytest.raises(CorruptDataError, match="checksum mismatch"):
+        store.verified_artifact(key)
+
+
+def test_a_crash_between_publish_and_commit_is_adopted_not_redone(one_thread, tmp_path):
+    grid = load_grid(_grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")))
+    store = ResultStore(tmp_path / "store")
+    store.register(expand(grid))
+    job = store.claim("otherhost:1")
+    staging = store.staging_path(job.key)
+    (staging / "set").mkdir()
+    (staging / "set" / "x").write_text("made before the crash")
+    # The artifact reached its place but the worker died before marking the job done.
+    (staging / "COMPLETE").write_text("{}")
+    os.replace(staging, store.artifact_path(job.key))
+    run_job(store, job)
+    assert store.status_counts([job.key])["done"] == 1
+    assert (store.artifact_path(job.key) / "set" / "x").read_text() == "made before the crash"
+
+
+def test_failed_job_fails_its_dependants_and_is_reported(one_thread, tmp_path):
+    # DC has no reference loop schedule for IPC 2 at the small profile: the distillation fails
+    # at once, its evaluation is failed with it, and the reason is kept.
+    text = ("name: f\nprofile: small\ndatasets: [digits]\nipcs: [2]\nmethods: [dc]\n")
+    summary = run_grid(load_grid(_grid(tmp_path, text)), tmp_path / "store", device="cpu")
+    assert (summary["completed"], summary["failed"]) == (0, 2)
+    jobs = {j["kind"]: j for j in ResultStore(tmp_path / "store").jobs()}
+    assert "outer_loop and inner_loop" in jobs["distill"]["error"]
+    assert jobs["evaluate"]["error"] == "a job it depends on failed"
+    res = CliRunner().invoke(app, ["bench", "run", str(tmp_path / "grid.yaml"), "--store",
+                                   str(tmp_path / "store"), "--json", "--device", "cpu"])
+    assert res.exit_code == 1  # still failing: the rerun tried again and says so
+
+
+def test_killed_worker_is_resumed_by_the_next_run(tmp_path):
+    grid = _grid(tmp_path, GRID.replace("iterations: 3", "iterations: 40"))
+    store_dir = tmp_path / "store"
+    proc = _run_cli(["bench", "run", str(grid), "--store", str(store_dir), "--device", "cpu",
+                     "--json"])
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until some work is done and the dm job is running
+        if (store_dir / "index.sqlite").exists():
+            counts = ResultStore(store_dir).status_counts()
+            if counts["done"] >= 2 and counts["running"] >= 1:
+                break
+        time.sleep(0.5)
+    else:  # pragma: no cover
+        proc.kill()
+        pytest.fail("the worker never got going")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = ResultStore(store_dir).status_counts()
+    assert before["running"] >= 1 and before["pending"] + before["running"] > 0
+    rerun = _run_cli(["bench", "run", str(grid), "--store", str(store_dir), "--device", "cpu",
+                      "--json"])
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["failed"] == 0 and summary["pending"] == 0
+    assert summary["skipped"] == before["done"]
+    store = ResultStore(store_dir)
+    assert store.status_counts()["done"] == 8
+    assert not list(store.artifacts.glob(".tmp-*"))
+    assert len(store_records(store)) == 4
+
+
+def test_concurrent_workers_neither_lose_nor_duplicate(tmp_path):
+    grid = _grid(tmp_path)
+    store_dir = tmp_path / "store"
+    procs = [_run_cli(["bench", "run", str(grid), "--store", str(store_dir), "--device", "cpu",
+                       "--json"]) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    summaries = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+    assert sum(s["completed"] for s in summaries) == 8
+    store = ResultStore(store_dir)
+    jobs = store.jobs()
+    assert len(jobs) == 8 and all(j["status"] == "done" and j["attempts"] == 1 for j in jobs)
+    assert len(store_records(store)) == 4
+
+
+def test_local_executor_with_two_workers(tmp_path):
+    grid = load_grid(_grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")))
+    summary = run_grid(grid, tmp_path / "store", executor="local", workers=2, device="cpu")
+    assert (summary["completed"], summary["failed"]) == (4, 0)
+    with pytest.raises(ValueError, match="unknown executor"):
+        run_grid(grid, tmp_path / "store", executor="slurm")
+
+
+def test_cli_status_and_report(one_thread, tmp_path):
+    grid = _grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]"))
+    runner = CliRunner()
+    store = tmp_path / "store"
+    res = runner.invoke(app, ["bench", "run", str(grid), "--store", str(store), "--json",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert json.loads(res.output.strip().splitlines()[-1])["completed"] == 4
+    status = runner.invoke(app, ["bench", "status", "--store", str(store), "--json"])
+    assert json.loads(status.output)["done"] == 4
+    report = runner.invoke(app, ["bench", "report", "--store", str(store), "--out",
+                                 str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output + repr(report.exception)
+    assert "Random" in (tmp_path / "report" / "accuracy.md").read_text()
+    missing = runner.invoke(app, ["bench", "status", "--store", str(tmp_path / "none")])
+    assert missing.exit_code != 0 and "no result store" in str(missing.exception)
