@@ -88,9 +88,11 @@ def test_job_keys_follow_the_resolved_config(tmp_path):
     assert all(len(j.deps) == 1 and j.deps[0] in {d.key for d in jobs} for j in evals)
 
 
-def test_shipped_smoke_preset_is_valid():
-    grid = load_grid(REPO / "presets" / "smoke.yaml")
-    assert grid.profile == "smoke" and len(expand(grid)) > 0
+@pytest.mark.parametrize("name", ["smoke", "rome-table1", "rome-table2", "rdd-table1", "guard"])
+def test_shipped_presets_are_valid(name):
+    grid = load_grid(REPO / "presets" / f"{name}.yaml")
+    assert len(expand(grid)) > 0
+    assert grid.profile == ("smoke" if name == "smoke" else "paper")
 
 
 # --- running and resuming --------------------------------------------------------------------
