@@ -206,7 +206,25 @@ def test_local_executor_with_two_workers(tmp_path):
     summary = run_grid(grid, tmp_path / "store", executor="local", workers=2, device="cpu")
     assert (summary["completed"], summary["failed"]) == (4, 0)
     with pytest.raises(ValueError, match="unknown executor"):
-        run_grid(grid, tmp_path / "store", executor="slurm")
+        run_grid(grid, tmp_path / "store", executor="pbs")
+
+
+def test_slurm_path_through_submitits_local_executor(tmp_path):
+    grid = load_grid(_grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")))
+    summary = run_grid(grid, tmp_path / "store", executor="slurm", workers=2, device="cpu",
+                       slurm={"cluster": "local", "timeout_min": 30})
+    assert (summary["completed"], summary["failed"], summary["pending"]) == (4, 0, 0)
+    assert list((tmp_path / "store" / "submitit").iterdir())  # submitit's job folder
+    again = run_grid(grid, tmp_path / "store", executor="slurm", device="cpu",
+                     slurm={"cluster": "local"})
+    assert (again["completed"], again["skipped"]) == (0, 4)
+
+
+def test_slurm_without_slurm_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    grid = load_grid(_grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")))
+    with pytest.raises(RuntimeError, match="sbatch is not on PATH"):
+        run_grid(grid, tmp_path / "store", executor="slurm", device="cpu")
 
 
 def test_cli_status_and_report(one_thread, tmp_path):

@@ -310,9 +310,15 @@ def data_prepare(name: str = typer.Argument(...),
 def bench_run(
     grid: Path = typer.Argument(..., help="Grid file (YAML), e.g. presets/smoke.yaml."),
     store: Path = typer.Option(..., help="Result store directory (created if missing)."),
-    executor: str = typer.Option("inline", help="inline or local (worker processes)."),
-    workers: int | None = typer.Option(None, help="Local workers (default: one per GPU)."),
+    executor: str = typer.Option("inline", help="inline, local (processes) or slurm."),
+    workers: int | None = typer.Option(None, help="Workers (local: one per GPU; slurm: 1)."),
     device: str = typer.Option("auto"),
+    cluster: str | None = typer.Option(None, help="slurm executor: 'local' runs the Slurm "
+                                       "path with submitit's local executor."),
+    partition: str | None = typer.Option(None, help="Slurm partition."),
+    timeout_min: int = typer.Option(24 * 60, help="Slurm time limit per worker (minutes); "
+                                    "workers are requeued and resume when it is reached."),
+    gpus_per_node: int = typer.Option(0, help="GPUs per Slurm worker."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run every job of GRID that the store does not hold yet (resumable, safe to rerun)."""
@@ -321,8 +327,10 @@ def bench_run(
     from robustdd.bench import load_grid, run_grid
 
     spec = load_grid(grid)
+    slurm = {"cluster": cluster, "partition": partition, "timeout_min": timeout_min,
+             "gpus_per_node": gpus_per_node}
     summary = run_grid(spec, store, executor=executor, workers=workers, device=device,
-                       progress=not json_out)
+                       progress=not json_out, slurm=slurm)
     if json_out:
         print(json.dumps(summary))
     else:
@@ -377,7 +385,7 @@ def main() -> None:
     """Entry point: run the app, turning robustdd's own errors into one clear line."""
     try:
         app()
-    except (RobustDDError, ValueError) as exc:
+    except (RobustDDError, ValueError, RuntimeError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None
 

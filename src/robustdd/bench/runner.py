@@ -9,9 +9,12 @@ Executors:
 
 * ``inline`` — one worker, this process (debugging; what the tests use most);
 * ``local`` — ``workers`` processes (default: one per CUDA device when several are present,
-  else one), each pinned to one GPU or given ``cpu_count // workers`` CPU threads.
-
-Slurm (``submitit``) is not built yet.
+  else one), each pinned to one GPU or given ``cpu_count // workers`` CPU threads;
+* ``slurm`` — ``workers`` Slurm jobs submitted as one job array through ``submitit``, each
+  running the worker loop with its GPU request and time limit. A worker that hits its time
+  limit or is preempted is checkpointed by submitit and requeued; since all state lives in the
+  store (and in distillation checkpoints), the requeued worker simply carries on.
+  ``cluster="local"`` runs the same code path with submitit's local executor (tests, laptops).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from robustdd.runtime import write_json_atomic
 
 __all__ = ["EXECUTORS", "run_grid", "run_job", "worker_loop"]
 
-EXECUTORS = ("inline", "local")
+EXECUTORS = ("inline", "local", "slurm")
 HEARTBEAT_SECONDS = 30.0
 POLL_SECONDS = 1.0
 
@@ -173,6 +176,47 @@ def _local_workers(store_root: Path, keys: list[str], workers: int, device: str,
         p.join()
 
 
+class SlurmWorker:
+    """The worker loop as a requeueable submitit job (``submitit.helpers.Checkpointable``:
+    on timeout or preemption it is resubmitted with the same arguments and resumes from the
+    store)."""
+
+    def __init__(self, store_root: str, keys: list[str], device: str, run: str):
+        self.args = (store_root, keys, device, run)
+
+    def __call__(self) -> int:
+        store_root, keys, device, run = self.args
+        return worker_loop(store_root, keys, device=device, run=run)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def _slurm_workers(store_root: Path, keys: list[str], workers: int, device: str, run: str,
+                   slurm: dict[str, Any]) -> None:
+    """Submit ``workers`` worker jobs as one array and wait for them."""
+    import submitit
+
+    cluster = slurm.get("cluster") or None
+    if cluster is None and shutil.which("sbatch") is None:
+        raise RuntimeError("no Slurm here (sbatch is not on PATH): use --executor local, or "
+                           "--cluster local to run the Slurm code path on this machine")
+    executor = submitit.AutoExecutor(folder=store_root / "submitit", cluster=cluster)
+    executor.update_parameters(
+        name="robustdd-bench", timeout_min=int(slurm.get("timeout_min", 24 * 60)),
+        gpus_per_node=int(slurm.get("gpus_per_node", 0)),
+        cpus_per_task=int(slurm.get("cpus_per_task", 1)),
+        slurm_array_parallelism=workers, slurm_partition=slurm.get("partition"),
+        slurm_additional_parameters=slurm.get("additional", {}))
+    with executor.batch():
+        jobs = [executor.submit(SlurmWorker(str(store_root), keys, device, run))
+                for _ in range(workers)]
+    for job in jobs:
+        job.result()  # raises with the worker's traceback if one crashed
+
+
 def default_workers(device: str = "auto") -> int:
     """One worker per CUDA device when several are present, else one."""
     try:
@@ -185,13 +229,16 @@ def default_workers(device: str = "auto") -> int:
 
 
 def run_grid(grid: GridSpec, store_root: str | Path, *, executor: str = "inline",
-             workers: int | None = None, device: str = "auto",
-             progress: bool = False) -> dict[str, Any]:
+             workers: int | None = None, device: str = "auto", progress: bool = False,
+             slurm: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register the grid's jobs in the store, run what is missing, return a summary:
-    ``completed`` (done by this run), ``skipped`` (already done), ``failed``, ``pending``."""
+    ``completed`` (done by this run), ``skipped`` (already done), ``failed``, ``pending``.
+
+    ``slurm`` (for ``executor="slurm"``): ``cluster`` (None: Slurm; ``"local"``: submitit's
+    local executor), ``partition``, ``timeout_min``, ``gpus_per_node``, ``cpus_per_task``,
+    ``additional`` (extra sbatch parameters)."""
     if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)} "
-                         "(slurm is not built yet)")
+        raise ValueError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
     jobs: list[Job] = expand(grid)
     keys = [j.key for j in jobs]
     store = ResultStore(store_root)
@@ -201,8 +248,11 @@ def run_grid(grid: GridSpec, store_root: str | Path, *, executor: str = "inline"
     run = uuid.uuid4().hex[:12]
     if executor == "inline":
         worker_loop(store_root, keys, device=device, progress=progress, run=run)
-    else:
+    elif executor == "local":
         _local_workers(Path(store_root), keys, workers or default_workers(device), device, run)
+    else:
+        _slurm_workers(Path(store_root).absolute(), keys, workers or 1, device, run,
+                       dict(slurm or {}))
     after = store.status_counts(keys)
     wanted = set(keys)
     completed = sum(1 for j in store.jobs("done")
