@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
-from robustdd.bench import GridError, ResultStore, expand, load_grid, run_grid, store_records
+from robustdd.bench import (
+    GridError,
+    ResultStore,
+    expand,
+    load_grid,
+    run_grid,
+    store_records,
+    store_report,
+)
 from robustdd.bench.runner import run_job
 from robustdd.cli import app
 from robustdd.errors import CorruptDataError
@@ -243,3 +254,41 @@ def test_cli_status_and_report(one_thread, tmp_path):
     assert "Random" in (tmp_path / "report" / "accuracy.md").read_text()
     missing = runner.invoke(app, ["bench", "status", "--store", str(tmp_path / "none")])
     assert missing.exit_code != 0 and "no result store" in str(missing.exception)
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("the HTML report is tested in a real headless browser: install Debian's "
+                "chromium (`apt-get install chromium`; .ci/run does this)")
+
+
+def test_html_report_renders_in_headless_chromium(one_thread, tmp_path):
+    grid = load_grid(_grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")
+                          .replace("evaluation: {protocol: {num_models: 1, epochs: 2}}",
+                                   "evaluation: {attacks: quick, curves: true, "
+                                   "protocol: {num_models: 1, epochs: 2}}")))
+    store = ResultStore(tmp_path / "store")
+    run_grid(grid, store.root, device="cpu")
+    page, n = store_report(store, tmp_path / "report")
+    assert n == 2 and page.name == "index.html"
+    html = page.read_text()
+    assert "White-box robustness" in html and "Clean and attacked accuracy" in html
+    assert html.count("data:image/png;base64,") >= 3  # two sample grids and the curves
+    browser = _chromium()
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+              "--allow-file-access-from-files"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-images-ok="true"' in dom.stdout  # every embedded image decoded
+    assert "<table" in dom.stdout and "Random" in dom.stdout and "DM" in dom.stdout
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}",
+                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    top = pixels[:600]  # title and tables: dark text and the table header shading
+    assert (top < 100).mean() > 0.005 and (pixels > 250).mean() > 0.3

@@ -370,15 +370,12 @@ def bench_status(store: Path = typer.Option(..., help="Result store directory.")
 @bench_app.command("report")
 def bench_report(store: Path = typer.Option(..., help="Result store directory."),
                  out: Path = typer.Option(..., help="Folder for the report files.")) -> None:
-    """Tables (Markdown, CSV, LaTeX), metrics and figures from every finished evaluation."""
-    from robustdd.bench import ResultStore, store_records
-    from robustdd.report import write_report
+    """Tables (Markdown, CSV, LaTeX, HTML), metrics, figures, sample grids of the distilled
+    images and one self-contained HTML page (OUT/index.html) from every finished evaluation."""
+    from robustdd.bench import ResultStore, store_report
 
-    records = store_records(ResultStore(store))
-    if not records:
-        raise ValueError(f"{store}: no finished evaluations to report yet")
-    written = write_report(records, out)
-    console.print(f"{len(records)} records → {out} ({sum(map(len, written.values()))} files)")
+    page, n = store_report(ResultStore(store), out)
+    console.print(f"{n} records → {out} (open {page})")
 
 
 def main() -> None:

@@ -1,11 +1,13 @@
 """The benchmark runner: grid files, the result store, executors and store reports."""
 
+from pathlib import Path
+
 from robustdd.bench.grid import GridError, GridSpec, Job, expand, load_grid
 from robustdd.bench.runner import EXECUTORS, run_grid
 from robustdd.bench.store import ResultStore
 
 __all__ = ["EXECUTORS", "GridError", "GridSpec", "Job", "ResultStore", "expand", "load_grid",
-           "run_grid", "store_records"]
+           "run_grid", "store_records", "store_report"]
 
 
 def store_records(store: ResultStore) -> list[dict]:
@@ -18,3 +20,35 @@ def store_records(store: ResultStore) -> list[dict]:
             path = store.verified_artifact(job["key"]) / "record.json"
             records.append(json.loads(path.read_text()))
     return records
+
+
+def store_report(store: ResultStore, out: str | Path) -> tuple[Path, int]:
+    """Write the report of every finished evaluation in ``store`` into ``out``: the tables
+    and figures of :func:`robustdd.report.write_report`, a PNG grid of each distilled set and
+    ``index.html``. Returns (the page, the number of records)."""
+    from robustdd.distilled import DistilledSet
+    from robustdd.grid import save_grid
+    from robustdd.report import write_report
+    from robustdd.report.html import write_html_report
+
+    records = store_records(store)
+    if not records:
+        raise ValueError(f"{store.root}: no finished evaluations to report yet")
+    out = Path(out)
+    written = write_report(records, out)
+    grids = []
+    for job in store.jobs("done"):
+        if job["kind"] != "distill":
+            continue
+        s = job["spec"]
+        syn = DistilledSet.load(store.verified_artifact(job["key"]) / "set")
+        name = f"{s['label']}-{s['dataset']}-ipc{s['ipc']}-s{s['seed']}"
+        png = save_grid(syn, out / "grids" / f"{name}.png", max_per_class=10,
+                        scale=max(1, 64 // syn.image_size))
+        grids.append((f"{s['label']}, {s['dataset']}, IPC {s['ipc']}, seed {s['seed']}", png))
+    written["grids"] = [p for _, p in grids]
+    summary = (f"{len(records)} evaluation records and {len(grids)} distilled sets from the "
+               f"result store {store.root}.")
+    page = write_html_report(out, written, title="robustdd benchmark report", summary=summary,
+                             sample_grids=grids)
+    return page, len(records)

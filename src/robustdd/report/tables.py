@@ -161,11 +161,36 @@ def to_latex(table: Table, *, float_env: bool = True) -> str:
     return "\n".join(out) + "\n"
 
 
-RENDERERS = {"md": to_markdown, "csv": to_csv, "tex": to_latex}
+def to_html(table: Table) -> str:
+    """An HTML ``<table>`` fragment with grouped headers, caption and the cells escaped."""
+    from html import escape
+
+    lines = ['<table class="rdd-table">']
+    if table.title:
+        lines.append(f"<caption>{escape(table.title)}</caption>")
+    if any(g.title for g in table.groups):
+        cells = "".join(f'<th colspan="{len(g.columns)}">{escape(g.title)}</th>'
+                        for g in table.groups)
+        lines.append(f"<thead><tr>{cells}</tr>")
+    else:
+        lines.append("<thead>")
+    lines.append("<tr>" + "".join(f"<th>{escape(c)}</th>" for c in table.columns)
+                 + "</tr></thead><tbody>")
+    for row in table.rows:
+        tds = "".join(f'<td class="{"key" if i < table.key_columns else "num"}">'
+                      f"{escape(c)}</td>" for i, c in enumerate(row))
+        lines.append(f"<tr>{tds}</tr>")
+    lines.append("</tbody></table>")
+    if table.caption:
+        lines.append(f'<p class="note">{escape(table.caption)}</p>')
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"md": to_markdown, "csv": to_csv, "tex": to_latex, "html": to_html}
 
 
 def render(table: Table, fmt_name: str) -> str:
-    """Render ``table`` as ``md``, ``csv`` or ``tex``."""
+    """Render ``table`` as ``md``, ``csv``, ``tex`` or ``html`` (a fragment)."""
     if fmt_name not in RENDERERS:
         raise ReportError(f"unknown table format {fmt_name!r}; known: {', '.join(RENDERERS)}")
     return RENDERERS[fmt_name](table)

@@ -45,7 +45,7 @@ from robustdd.report.tables import (
 )
 from robustdd.runtime import open_atomic, write_json_atomic
 
-FORMATS = ("md", "csv", "tex")
+FORMATS = ("md", "csv", "tex", "html")
 METRICS_FORMAT = "robustdd.report-metrics"
 Entry = tuple[str, str, Mapping[str, Any] | None]
 
