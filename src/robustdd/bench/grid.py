@@ -69,6 +69,7 @@ class EvaluationSpec(BaseModel):
     attacks: str | None = None  # a suite name; None/"none": clean accuracy only
     shift: bool = False
     curves: bool = False
+    parallel: bool = False  # train the K models stacked (GPU speed-up; same models)
     protocol: dict[str, Any] = Field(default_factory=dict)  # EvalProtocol/KDProtocol overrides
 
     @field_validator("attacks")

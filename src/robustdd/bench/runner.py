@@ -88,7 +88,8 @@ def _evaluate(store: ResultStore, job: ClaimedJob, staging: Path, device: str,
     syn = DistilledSet.load(store.verified_artifact(s["distill"]) / "set")
     record = evaluate(syn, profile=s["profile"], seed=s["seed"], device=device,
                       attacks=ev["attacks"] if ev["attacks"] else [], shift=ev["shift"],
-                      curves=ev["curves"], progress=progress, **ev["protocol"])
+                      curves=ev["curves"], parallel=ev.get("parallel", False),
+                      progress=progress, **ev["protocol"])
     # Reports group by "method": the grid's label (e.g. rome-faithful) is what tells entries
     # apart; the registered method name stays in "bench" and in the set's meta.
     record["bench"] = {"key": job.key, "distill_key": s["distill"], "label": s["label"],

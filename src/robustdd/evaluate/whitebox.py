@@ -24,6 +24,7 @@ from robustdd.evaluate.shift import (
     cluster_assignment,
     shifted_images,
 )
+from robustdd.nn.parallel import can_train_in_parallel, train_models_parallel
 from robustdd.nn.train import accuracy, train_model
 from robustdd.profiles import get_profile
 from robustdd.progress import progress_bar
@@ -58,9 +59,13 @@ def _index_digest(idx: torch.Tensor) -> str:
 def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageDataset | None = None,
              root: str | None = None, attacks: list[AttackSpec] | str | None = None,
              seed: int = 0, device: str | torch.device = "auto", progress: bool = False,
-             shift: bool = False, curves: bool = False,
+             shift: bool = False, curves: bool = False, parallel: bool = False,
              **protocol_overrides: Any) -> dict[str, Any]:
     """Train K fresh models on ``distilled`` and return a JSON-serialisable result record.
+
+    ``parallel`` trains the K models stacked (:mod:`robustdd.nn.parallel`; the same models up
+    to floating-point reordering, faster on a GPU) where the recipe allows it (no BatchNorm,
+    no KD objective); the record's ``parallel_training`` says whether it happened.
 
     Each model k is initialised with seed ``derive_seed(seed, "eval-model", k)`` and trained
     with generator ``derive_seed(seed, "eval-train", k)``; clean accuracy is measured on a seeded
@@ -82,7 +87,8 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     recipe = recipe_for_set(distilled, test, prof, dev, **protocol_overrides)
     record = _evaluate_training_set(
         train_images, train_labels, test, recipe, attacks, seed, dev, progress,
-        label=f"{distilled.method} IPC {distilled.ipc}", shift=shift, curves=curves)
+        label=f"{distilled.method} IPC {distilled.ipc}", shift=shift, curves=curves,
+        parallel=parallel)
     record.update({
         "method": distilled.method, "dataset": distilled.dataset, "ipc": distilled.ipc,
         "profile": profile, "distilled": {
@@ -114,8 +120,19 @@ def evaluate_full_dataset(train: ImageDataset, *, profile: str = "small",
 def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: ImageDataset,
                            recipe: TrainingRecipe, attacks: list[AttackSpec], seed: int,
                            dev: torch.device, progress: bool, *, label: str,
-                           shift: bool = False, curves: bool = False) -> dict[str, Any]:
+                           shift: bool = False, curves: bool = False,
+                           parallel: bool = False) -> dict[str, Any]:
     protocol, train_cfg = recipe.protocol, recipe.train_config
+    seeds = [derive_seed(seed, "eval-model", k) for k in range(protocol.num_models)]
+    stacked = None
+    if parallel and recipe.objective is None and train_cfg.optimizer == "sgd" \
+            and not train_cfg.cosine:
+        nets = [recipe.build(test, s, dev) for s in seeds]
+        if can_train_in_parallel(nets):
+            stacked = (nets, train_models_parallel(
+                nets, images, labels, train_cfg,
+                [generator_for(seed, "eval-train", k) for k in range(len(nets))],
+                augment=recipe.augment))
     test_idx, attack_idx = test_subsets(test, protocol, seed)
     x_test, y_test = test.pixels(test_idx, dev), test.labels[test_idx].to(dev)
     x_att, y_att = test.pixels(attack_idx, dev), test.labels[attack_idx].to(dev)
@@ -123,12 +140,18 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
     models: list[dict[str, Any]] = []
     total = protocol.num_models * (train_cfg.total_epochs + len(attacks))
     with progress_bar(total, f"evaluate {label}", progress) as advance:
+        if stacked is not None:
+            advance(protocol.num_models * train_cfg.total_epochs)
         for k in range(protocol.num_models):
-            model_seed = derive_seed(seed, "eval-model", k)
-            model = recipe.build(test, model_seed, dev)
-            stats = train_model(model, images, labels, train_cfg,
-                                generator_for(seed, "eval-train", k), augment=recipe.augment,
-                                objective=recipe.objective, progress=advance)
+            model_seed = seeds[k]
+            if stacked is not None:
+                model, stats = stacked[0][k], stacked[1][k]
+            else:
+                model = recipe.build(test, model_seed, dev)
+                stats = train_model(model, images, labels, train_cfg,
+                                    generator_for(seed, "eval-train", k),
+                                    augment=recipe.augment, objective=recipe.objective,
+                                    progress=advance)
             t0 = time.perf_counter()
             clean = accuracy(model, x_test, y_test)
             clean_seconds = time.perf_counter() - t0
@@ -187,6 +210,7 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
                    "kmeans_seed": 0, "noise_variance": NOISE_VARIANCE, "noise_seed": seed,
                    "blur_radius": BLUR_RADIUS} if shift else None),
         "models": models,
+        "parallel_training": stacked is not None,
         "summary": summary,
         "environment": environment(dev),
     }
