@@ -118,9 +118,9 @@ def rdd_pool_objective(config: RDDIDMConfig, num_classes: int):
 
 RDD_DC_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"iterations": 3, "batch_real": 8, "real_per_class": 16},
-    # A 2-core CPU: DC's small budget (10 iterations, 32 real images per class) with a
-    # 64-image-per-class update set.
-    "small": {"iterations": 10, "batch_real": 32, "real_per_class": 64},
+    # A 2-core CPU: DC's small budget (10 iterations, 32 real images per class, real
+    # initialisation, as `dc` at small) with a 64-image-per-class update set.
+    "small": {"iterations": 10, "batch_real": 32, "real_per_class": 64, "init": "real"},
     "paper": {},  # shared_args.py (the config defaults above)
 }
 RDD_IDM_PRESETS: dict[str, dict[str, Any]] = copy.deepcopy(IDM_PRESETS)
