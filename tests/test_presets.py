@@ -76,3 +76,10 @@ def test_mtt_table_per_dataset_and_ipc():
     assert (c100["syn_steps"], c100["batch_syn"], c100["zca"]) == (80, 125, True)
     fm = resolve(cfg, "fashion-mnist", 1)
     assert fm["table_row"] == "generic/ipc1" and fm["zca"] is False
+
+
+def test_small_gradient_matching_starts_from_real_images():
+    """Ten iterations cannot turn noise into images (docs/methods.md, dc)."""
+    for method in ("dc", "dsa", "guard-dc", "rdd-dc"):
+        assert get_method(method).resolve_config("small", {}).init == "real"
+    assert get_method("dc").resolve_config("small", {"init": "noise"}).init == "noise"
