@@ -71,6 +71,8 @@ def _run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen
     ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm, dm]\n", "share the label dm"),
     ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\nseeds: [0]\nextra: 1\n", "extra"),
     ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\nprofile: huge\n", "unknown profile"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\n"
+     "evaluation: {protocol: {num_modles: 2}}\n", "evaluation.protocol"),
     ("name: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "a grid is a mapping"),
 ])

@@ -147,6 +147,17 @@ def _check_names(grid: GridSpec) -> None:
     if dupes:
         raise GridError(f"methods: two entries share the label {', '.join(dupes)}; give each a "
                         "distinct 'label'")
+    if grid.evaluation.protocol:
+        from robustdd.evaluate.protocol import EvalProtocol, KDProtocol
+
+        errors = []
+        for cls in (EvalProtocol, KDProtocol):  # a set may name either protocol
+            try:
+                cls.from_profile(grid.profile, **grid.evaluation.protocol)
+            except ValueError as exc:
+                errors.append(str(exc))
+        if len(errors) == 2:
+            raise GridError(f"evaluation.protocol: {errors[0]}")
     for i, m in enumerate(grid.methods):
         try:
             get_method(m.name).resolve_config(grid.profile, m.settings())
