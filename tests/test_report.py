@@ -267,7 +267,10 @@ def test_write_report_outputs(tmp_path):
     full = make_record("full", ipc=None, clean=80.0, curves=True)
     written = write_report([*dm, full], tmp_path, transfer_matrix=MATRIX)
     for name in ("table1", "accuracy", "table2"):
-        assert [p.name for p in written[name]] == [f"{name}.md", f"{name}.csv", f"{name}.tex"]
+        assert [p.name for p in written[name]] == [f"{name}.md", f"{name}.csv", f"{name}.tex",
+                                                   f"{name}.html"]
+        fragment = (tmp_path / f"{name}.html").read_text()
+        assert fragment.startswith('<table class="rdd-table">') and "</table>" in fragment
     assert {p.name for p in written["transfer_heatmap"]} == {"transfer_heatmap.png",
                                                                "transfer_heatmap.svg"}
     assert {p.name for p in written["curves"]} == {"curves.png", "curves.svg", "curves.csv"}
