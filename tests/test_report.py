@@ -298,7 +298,7 @@ def test_write_report_outputs(tmp_path):
     assert set(only_md) == {"table1", "accuracy", "metrics", "curves"}
     assert [p.name for p in only_md["table1"]] == ["table1.md"]
     with pytest.raises(ReportError, match="unknown table format"):
-        write_report([full], tmp_path / "bad", formats=["html"])
+        write_report([full], tmp_path / "bad", formats=["docx"])
 
 
 def test_cli_report_and_refusals(tmp_path, monkeypatch, capsys):
