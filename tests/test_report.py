@@ -23,6 +23,7 @@ from robustdd.report import (
     ReportError,
     accuracy_table,
     format_stat,
+    rdd_table1,
     records_table,
     robustbench_entry,
     robustness_curves_figure,
@@ -323,3 +324,19 @@ def test_cli_report_and_refusals(tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "not a robustdd evaluation record" in err and "Traceback" not in err
+
+
+def test_rdd_table1_lists_clean_and_shift_accuracies(tmp_path):
+    rec = make_record("rdd-dc", ipc=10, clean=40.0)
+    rec["shift"] = {"tests": ["cluster_min", "cluster_mean", "noise", "blur", "invert"]}
+    for i, key in enumerate(rec["shift"]["tests"]):
+        rec["summary"][key] = {"mean": 10.0 + i, "std": 0.5, "n": 3}
+    table = rdd_table1([rec, make_record("dm", ipc=10)])
+    assert table.columns == ["Dataset", "Method", "IPC", "Clean", "Cluster-min", "Cluster-mean",
+                             "Noise", "Blur", "Invert"]
+    assert len(table.rows) == 1 and table.rows[0][4:] == [
+        "10.00 ± 0.50", "11.00 ± 0.50", "12.00 ± 0.50", "13.00 ± 0.50", "14.00 ± 0.50"]
+    written = write_report([rec], tmp_path)
+    assert (tmp_path / "shift.md").is_file() and "shift" in written
+    with pytest.raises(ReportError, match="distribution-shift"):
+        rdd_table1([make_record("dm", ipc=10)])

@@ -20,6 +20,7 @@ __all__ = ["write_html_report"]
 
 TABLE_ORDER = (("table1", "White-box robustness (ROME Table 1 layout)"),
                ("table2", "Black-box robustness (ROME Table 2 layout)"),
+               ("shift", "Distribution shift (RDD Table 1 layout)"),
                ("accuracy", "Clean and attacked accuracy"))
 FIGURES = (("curves", "Robustness curves"), ("transfer_heatmap", "Transfer heatmap"))
 

@@ -342,3 +342,31 @@ def accuracy_table(records: Sequence[Mapping[str, Any]], *,
                    f"attacks. {MISSING} = not measured.")
     return Table(title=title, groups=groups, rows=rows, caption=caption, label="tab:accuracy",
                  key_columns=4)
+
+
+SHIFT_TITLES = {"cluster_min": "Cluster-min", "cluster_mean": "Cluster-mean", "noise": "Noise",
+                "blur": "Blur", "invert": "Invert"}
+
+
+def rdd_table1(records: Sequence[Mapping[str, Any]], *, digits: int = 2) -> Table:
+    """The RDD paper's Table 1 layout: clean accuracy and the distribution-shift tests
+    (Cluster-min, Cluster-mean, Noise, Blur, Invert; ``reference/methods.md`` §10.5), mean ± std
+    over the K models, one row per record that ran them."""
+    shifted = [r for r in records if (r.get("shift") or {}).get("tests")]
+    if not shifted:
+        raise ReportError("no record has distribution-shift results (evaluate with shift=True)")
+    keys = [k for k in SHIFT_TITLES if k in _shift_keys(shifted)]
+    groups = [ColumnGroup("", ("Dataset", "Method", "IPC")),
+              ColumnGroup("", ("Clean",)),
+              ColumnGroup("Distribution shift", tuple(SHIFT_TITLES[k] for k in keys))]
+    rows = []
+    for rec in shifted:
+        summary = rec.get("summary") or {}
+        rows.append([dataset_name(rec.get("dataset")), method_name(rec.get("method")),
+                     ipc_text(rec.get("ipc")), fmt_stat(summary.get("clean_accuracy"), digits),
+                     *[fmt_stat(summary.get(k), digits) for k in keys]])
+    caption = ("Accuracy (%) on the clean test subset, on the worst and the mean of 10 KMeans "
+               "clusters of the test set, and on its Gaussian-noise, blurred and inverted "
+               "copies (RDD, ICLR 2025); mean ± std over K models.")
+    return Table(title="Robustness to distribution shift (RDD Table 1 layout)", groups=groups,
+                 rows=rows, caption=caption, label="tab:shift", key_columns=3)

@@ -39,6 +39,7 @@ from robustdd.report.tables import (
     ColumnGroup,
     Table,
     accuracy_table,
+    rdd_table1,
     render,
     rome_table1,
     rome_table2,
@@ -247,6 +248,8 @@ def write_report(records: Sequence[Mapping[str, Any] | str | Path], out_dir: str
 
     written["table1"] = _write_table(rome_table1(table1_entries), out / "table1", formats)
     written["accuracy"] = _write_table(accuracy_table(loaded), out / "accuracy", formats)
+    if any((r.get("shift") or {}).get("tests") for r in loaded):
+        written["shift"] = _write_table(rdd_table1(loaded), out / "shift", formats)
 
     blackbox: dict[tuple[str, str], dict[str, Mapping[str, Any] | None]] = {}
     for (dataset, row), metrics in derived_query.items():
