@@ -294,3 +294,25 @@ def test_html_report_renders_in_headless_chromium(one_thread, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"))
     top = pixels[:600]  # title and tables: dark text and the table header shading
     assert (top < 100).mean() > 0.005 and (pixels > 250).mean() > 0.3
+
+
+def test_transfer_matrix_job_depends_on_the_sets_and_feeds_the_report(one_thread, tmp_path):
+    text = GRID.replace("seeds: [0, 1]", "seeds: [0]") + (
+        "transfer: {attacks: quick, protocol: {epochs: 2}}\n")
+    grid = load_grid(_grid(tmp_path, text))
+    jobs = expand(grid)
+    (transfer,) = [j for j in jobs if j.kind == "transfer"]
+    assert set(transfer.deps) == {j.key for j in jobs if j.kind == "distill"}
+    assert set(transfer.spec["victims"]) == {"random", "dm"}
+    summary = run_grid(grid, tmp_path / "store", device="cpu")
+    assert (summary["completed"], summary["failed"]) == (5, 0)
+    store = ResultStore(tmp_path / "store")
+    doc = json.loads((store.verified_artifact(transfer.key) / "transfer.json").read_text())
+    assert set(doc["victims"]) == {"random", "dm"}
+    assert "adversarially-trained" in doc["surrogates"]
+    page, _ = store_report(store, tmp_path / "report")
+    assert (tmp_path / "report" / "transfer_heatmap.png").is_file()
+    assert "Transfer heatmap" in page.read_text()
+    bad = text.replace("attacks: quick", "attacks: nosuch")
+    with pytest.raises(GridError, match="unknown attack suite"):
+        load_grid(_grid(tmp_path, bad, "bad.yaml"))

@@ -35,7 +35,8 @@ def store_report(store: ResultStore, out: str | Path) -> tuple[Path, int]:
     if not records:
         raise ValueError(f"{store.root}: no finished evaluations to report yet")
     out = Path(out)
-    written = write_report(records, out)
+    matrix, entries = _transfer_inputs(store)
+    written = write_report(records, out, transfer_matrix=matrix, transfer_entries=entries)
     grids = []
     for job in store.jobs("done"):
         if job["kind"] != "distill":
@@ -52,3 +53,27 @@ def store_report(store: ResultStore, out: str | Path) -> tuple[Path, int]:
     page = write_html_report(out, written, title="robustdd benchmark report", summary=summary,
                              sample_grids=grids)
     return page, len(records)
+
+
+def _transfer_inputs(store: ResultStore) -> tuple[dict | None, list | None]:
+    """The heatmap matrix (I-RR) and Table 2 transfer entries of the store's latest finished
+    transfer job (the largest IPC; ROME reports IPC 50)."""
+    import json
+
+    from robustdd.evaluate.transfer import (
+        ADVERSARIAL_SURROGATE,
+        transfer_metrics,
+        transfer_pair_metrics,
+    )
+
+    docs = [json.loads((store.verified_artifact(j["key"]) / "transfer.json").read_text())
+            for j in store.jobs("done") if j["kind"] == "transfer"]
+    if not docs:
+        return None, None
+    doc = max(docs, key=lambda d: d["bench"]["ipc"])
+    entries = None
+    if ADVERSARIAL_SURROGATE in doc["accuracy"]:
+        entries = [(doc["test_set"]["dataset"], victim,
+                    transfer_pair_metrics(doc, ADVERSARIAL_SURROGATE, victim))
+                   for victim in doc["victims"]]
+    return transfer_metrics(doc, metric="I-RR"), entries

@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from robustdd.errors import RobustDDError, UnknownNameError
 
-__all__ = ["EvaluationSpec", "GridError", "GridSpec", "Job", "MethodSpec", "expand", "load_grid"]
+__all__ = ["EvaluationSpec", "GridError", "GridSpec", "Job", "MethodSpec", "TransferSpec",
+           "expand", "load_grid"]
 
 
 class GridError(RobustDDError, ValueError):
@@ -85,6 +86,23 @@ class EvaluationSpec(BaseModel):
         return value
 
 
+class TransferSpec(BaseModel):
+    """A transfer matrix (surrogates × victims, ROME Table 2 / Figure 3) per dataset, IPC and
+    seed, over every method of the grid, plus an adversarially trained surrogate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ipcs: list[int] | None = None  # None: every IPC of the grid
+    adversarial_surrogate: bool = True
+    attacks: str | None = None  # a suite name; None: the transfer default list
+    protocol: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_suite(cls, value: str | None) -> str | None:
+        return EvaluationSpec._known_suite(value)
+
+
 class GridSpec(BaseModel):
     """A whole grid file."""
 
@@ -97,6 +115,7 @@ class GridSpec(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     methods: list[MethodSpec] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    transfer: TransferSpec | None = None
     arch: str | None = None
 
     @field_validator("methods", mode="before")
@@ -198,10 +217,12 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def expand(grid: GridSpec) -> list[Job]:
-    """The grid's jobs, each distill job followed by its evaluation."""
+    """The grid's jobs: each distill job followed by its evaluation, then the transfer
+    matrices (each depending on the distill jobs of its dataset, IPC and seed)."""
     from robustdd.distill import get_method
 
     jobs: list[Job] = []
+    by_cell: dict[tuple[str, int, int], dict[str, str]] = {}
     for dataset in grid.datasets:
         for m in grid.methods:
             config = get_method(m.name).resolve_config(grid.profile, m.settings()).model_dump()
@@ -212,10 +233,20 @@ def expand(grid: GridSpec) -> list[Job]:
                               "profile": grid.profile, "arch": grid.arch}
                     d_key = _key({"kind": "distill", **d_spec, "label": None})
                     jobs.append(Job(d_key, "distill", d_spec))
+                    by_cell.setdefault((dataset, ipc, seed), {})[m.display] = d_key
                     e_spec = {"distill": d_key, "label": m.display, "method": m.name,
                               "dataset": dataset, "ipc": ipc, "seed": seed,
                               "profile": grid.profile,
                               "evaluation": grid.evaluation.model_dump()}
                     e_key = _key({"kind": "evaluate", **e_spec, "label": None})
                     jobs.append(Job(e_key, "evaluate", e_spec, (d_key,)))
+    if grid.transfer is not None:
+        t = grid.transfer
+        for (dataset, ipc, seed), victims in by_cell.items():
+            if t.ipcs is not None and ipc not in t.ipcs:
+                continue
+            t_spec = {"dataset": dataset, "ipc": ipc, "seed": seed, "profile": grid.profile,
+                      "victims": victims, "transfer": t.model_dump()}
+            t_key = _key({"kind": "transfer", **t_spec})
+            jobs.append(Job(t_key, "transfer", t_spec, tuple(victims.values())))
     return jobs

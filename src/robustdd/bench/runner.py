@@ -54,6 +54,8 @@ def run_job(store: ResultStore, job: ClaimedJob, *, device: str = "auto",
             _distill(store, job, staging, device, progress)
         elif job.kind == "evaluate":
             _evaluate(store, job, staging, device, progress)
+        elif job.kind == "transfer":
+            _transfer(store, job, staging, device, progress)
         else:
             raise ValueError(f"unknown job kind {job.kind!r}")
     except Exception as exc:  # a job's failure is recorded, the grid goes on
@@ -96,6 +98,21 @@ def _evaluate(store: ResultStore, job: ClaimedJob, staging: Path, device: str,
                        "method": s["method"]}
     record["method"] = s["label"]
     write_json_atomic(staging / "record.json", record)
+
+
+def _transfer(store: ResultStore, job: ClaimedJob, staging: Path, device: str,
+              progress: bool) -> None:
+    from robustdd.distilled import DistilledSet
+    from robustdd.evaluate.transfer import transfer_evaluation
+
+    s, t = job.spec, job.spec["transfer"]
+    victims = {label: DistilledSet.load(store.verified_artifact(key) / "set")
+               for label, key in s["victims"].items()}
+    record = transfer_evaluation(victims, adversarial_surrogate=t["adversarial_surrogate"],
+                                 profile=s["profile"], attacks=t["attacks"], seed=s["seed"],
+                                 device=device, progress=progress, **t["protocol"])
+    record["bench"] = {"key": job.key, "ipc": s["ipc"]}
+    write_json_atomic(staging / "transfer.json", record)
 
 
 class _Heartbeat:
