@@ -316,3 +316,21 @@ def test_transfer_matrix_job_depends_on_the_sets_and_feeds_the_report(one_thread
     bad = text.replace("attacks: quick", "attacks: nosuch")
     with pytest.raises(GridError, match="unknown attack suite"):
         load_grid(_grid(tmp_path, bad, "bad.yaml"))
+
+
+def test_the_shipped_smoke_preset_runs_end_to_end_and_reruns_for_free(tmp_path):
+    """`robustdd bench run presets/smoke.yaml`, as the README says, then again."""
+    store = tmp_path / "store"
+    args = ["bench", "run", str(REPO / "presets" / "smoke.yaml"), "--store", str(store),
+            "--device", "cpu", "--json"]
+    first = _run_cli(args)
+    out, err = first.communicate(timeout=900)
+    assert first.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["completed"], summary["failed"], summary["pending"]) == (
+        summary["jobs"], 0, 0)
+    second = _run_cli(args)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    again = json.loads(out.strip().splitlines()[-1])
+    assert (again["completed"], again["skipped"]) == (0, summary["jobs"])

@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+_ACTIVE: list[Progress] = []  # the live display inner bars join
+
 
 @contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True
@@ -27,6 +29,18 @@ def progress_bar(total: int, description: str, enabled: bool = True
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     from rich.console import Console
 
+    if _ACTIVE:  # nested (a grid's job bar around a distillation's): one display, two rows
+        outer = _ACTIVE[-1]
+        task = outer.add_task(description, total=total)
+        try:
+            yield lambda n=1: outer.advance(task, n)
+        finally:
+            outer.remove_task(task)
+        return
     with Progress(*columns, console=Console(file=sys.stderr), transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        _ACTIVE.append(bar)
+        try:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+        finally:
+            _ACTIVE.pop()

@@ -33,6 +33,7 @@ from typing import Any
 
 from robustdd.bench.grid import GridSpec, Job, expand
 from robustdd.bench.store import ClaimedJob, ResultStore, worker_id
+from robustdd.progress import progress_bar
 from robustdd.runtime import write_json_atomic
 
 __all__ = ["EXECUTORS", "run_grid", "run_job", "worker_loop"]
@@ -150,17 +151,21 @@ def worker_loop(store_root: str | Path, keys: Sequence[str], *, device: str = "a
     store = ResultStore(store_root)
     me = worker_id(run)
     done = 0
-    while True:
-        job = store.claim(me, keys)
-        if job is None:
-            counts = store.status_counts(keys)
-            if counts["pending"] == 0 and counts["running"] == 0:
-                return done
-            time.sleep(POLL_SECONDS)  # others hold the remaining jobs (or their deps)
-            continue
-        with _Heartbeat(store, job.key, me):
-            run_job(store, job, device=device, progress=progress)
-        done += 1
+    counts = store.status_counts(keys)
+    with progress_bar(len(keys), "grid jobs", progress) as advance:
+        advance(counts["done"] + counts["failed"])
+        while True:
+            job = store.claim(me, keys)
+            if job is None:
+                counts = store.status_counts(keys)
+                if counts["pending"] == 0 and counts["running"] == 0:
+                    return done
+                time.sleep(POLL_SECONDS)  # others hold the remaining jobs (or their deps)
+                continue
+            with _Heartbeat(store, job.key, me):
+                run_job(store, job, device=device, progress=progress)
+            done += 1
+            advance(1)
 
 
 def _local_workers(store_root: Path, keys: list[str], workers: int, device: str,
