@@ -81,3 +81,9 @@ def digits_model(one_thread, digits_splits):
     net.eval()
     net.zero_grad(set_to_none=True)
     return net
+
+
+@pytest.fixture
+def private_cache(tmp_path_factory, monkeypatch):
+    """Derived artefacts (teachers, robust nets) go to a per-session folder, never the user's."""
+    monkeypatch.setenv("ROBUSTDD_CACHE", str(tmp_path_factory.getbasetemp() / "derived-cache"))

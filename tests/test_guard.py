@@ -20,10 +20,9 @@ from robustdd.robust.curvature import (
     modules_in_eval,
 )
 
+pytestmark = pytest.mark.usefixtures("private_cache")
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ROBUSTDD_CACHE", str(tmp_path_factory.getbasetemp() / "guard-cache"))
+
 
 
 def _smooth_net():

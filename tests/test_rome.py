@@ -18,11 +18,9 @@ from robustdd.distilled import DistilledSet
 from robustdd.nn.train import predict
 from robustdd.robust.prior import LEGACY_PRIOR, PriorConfig, adversarial_prior, prior_hook
 
+pytestmark = pytest.mark.usefixtures("private_cache")
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """The robust pretrained model is cached in a per-session folder, never the user's."""
-    monkeypatch.setenv("ROBUSTDD_CACHE", str(tmp_path_factory.getbasetemp() / "rome-cache"))
+
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,9 @@ from robustdd.nn.zca import ZCAModel, ZCAWhitening
 from robustdd.profiles import get_profile
 from robustdd.runtime import generator_for
 
+pytestmark = pytest.mark.usefixtures("private_cache")
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Teachers go to a per-test-session cache, never the user's."""
-    monkeypatch.setenv("ROBUSTDD_CACHE", str(tmp_path_factory.getbasetemp() / "sre2l-cache"))
+
 
 
 def _teacher(data, seed=0):

@@ -11,6 +11,18 @@ from robustdd.nn.train import TrainConfig
 from robustdd.profiles import Profile, get_profile
 
 
+def _with_budget(cls: Any, prof: Profile, epochs: int, overrides: dict[str, Any],
+                 what: str) -> Any:
+    """``cls`` with the profile's epochs, K and test subsets, updated by ``overrides``."""
+    values: dict[str, Any] = {"epochs": epochs, "num_models": prof.eval_models,
+                              "test_examples": prof.test_examples,
+                              "attack_examples": prof.attack_examples, **overrides}
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        raise ValueError(f"invalid {what}: {exc}") from exc
+
+
 class EvalProtocol(BaseModel):
     """Standard DD protocol (``reference/methods.md`` §1.4), budgets taken from a profile.
 
@@ -45,14 +57,7 @@ class EvalProtocol(BaseModel):
     def from_profile(cls, profile: str | Profile, **overrides: Any) -> EvalProtocol:
         """The protocol with a profile's budget, updated by ``overrides``."""
         prof = get_profile(profile) if isinstance(profile, str) else profile
-        values: dict[str, Any] = {"epochs": prof.eval_epochs, "num_models": prof.eval_models,
-                                  "test_examples": prof.test_examples,
-                                  "attack_examples": prof.attack_examples}
-        values.update(overrides)
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise ValueError(f"invalid evaluation protocol: {exc}") from exc
+        return _with_budget(cls, prof, prof.eval_epochs, overrides, "evaluation protocol")
 
 
 class KDProtocol(BaseModel):
@@ -91,14 +96,7 @@ class KDProtocol(BaseModel):
     def from_profile(cls, profile: str | Profile, **overrides: Any) -> KDProtocol:
         """The protocol with a profile's budget (``kd_eval_epochs``, K, test subsets)."""
         prof = get_profile(profile) if isinstance(profile, str) else profile
-        values: dict[str, Any] = {"epochs": prof.kd_eval_epochs, "num_models": prof.eval_models,
-                                  "test_examples": prof.test_examples,
-                                  "attack_examples": prof.attack_examples}
-        values.update(overrides)
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise ValueError(f"invalid KD evaluation protocol: {exc}") from exc
+        return _with_budget(cls, prof, prof.kd_eval_epochs, overrides, "KD evaluation protocol")
 
 
 #: Protocols a distilled set may name in ``meta["protocol"]["name"]``.
