@@ -101,11 +101,19 @@ def test_job_keys_follow_the_resolved_config(tmp_path):
     assert all(len(j.deps) == 1 and j.deps[0] in {d.key for d in jobs} for j in evals)
 
 
-@pytest.mark.parametrize("name", ["smoke", "rome-table1", "rome-table2", "rdd-table1", "guard"])
+@pytest.mark.parametrize("name", ["smoke", "rome-table1", "rome-table2", "rdd-table1", "guard",
+                                  "rome-small", "rome-ablation-small", "guard-small",
+                                  "rdd-small"])
 def test_shipped_presets_are_valid(name):
     grid = load_grid(REPO / "presets" / f"{name}.yaml")
     assert len(expand(grid)) > 0
-    assert grid.profile == ("smoke" if name == "smoke" else "paper")
+    want = "smoke" if name == "smoke" else "small" if name.endswith("-small") else "paper"
+    assert grid.profile == want
+
+
+def test_shipped_presets_are_all_tested():
+    tested = set(test_shipped_presets_are_valid.pytestmark[0].args[1])
+    assert {p.stem for p in (REPO / "presets").glob("*.yaml")} == tested
 
 
 # --- running and resuming --------------------------------------------------------------------
