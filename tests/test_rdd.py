@@ -18,8 +18,10 @@ from robustdd.robust.cvar import (
     assign_clusters,
     choose_centres,
     cvar,
+    greedy_centres,
     group_cvar,
     official_cvar,
+    official_objective,
     rdd_objective,
     tail_fraction,
 )
@@ -109,7 +111,26 @@ def test_official_cvar_averages_the_lowest_losses_with_padding_counted():
     row = torch.tensor([0.5, 3.0, 1.0, 0.0, 0.0])  # two zeros of padding
     # ascending: 0, 0, 0.5, 1, 3; n = 5, k = 4: nonzero-mean(0, 0, 0.5, 1) = 0.75,
     # + sorted[3] · (0.8 − 4/5) = 0 → 0.75 / 0.8
-    assert official_cvar(row, 0.8) == pytest.approx(0.75 / 0.8)
+    assert float(official_cvar(row, 0.8)) == pytest.approx(0.75 / 0.8)
+    # rows at once; n = 4, k = 3: (mean(1, 2, 3) + 3 · (0.8 − 0.75)) / 0.8; an all-zero row is 0
+    rows = torch.tensor([[4.0, 1.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    assert official_cvar(rows, 0.8).tolist() == pytest.approx([(2.0 + 0.15) / 0.8, 0.0])
+
+
+def test_official_objective_is_mean_of_nonzero_plus_max_over_padded_rows():
+    losses = torch.tensor([1.0, 2.0, 3.0, 0.5, 4.0])
+    groups = torch.tensor([0, 0, 0, 1, 1])  # cluster 2 is empty: an all-zero row
+    rows = torch.tensor([[1.0, 2.0, 3.0], [0.5, 4.0, 0.0], [0.0, 0.0, 0.0]])
+    per = official_cvar(rows, 0.8)
+    want = float(per[:2].mean() + per.max())
+    assert official_objective(losses, groups, 3, 0.8) == pytest.approx(want)
+
+
+def test_greedy_centres_walk_to_the_farthest_from_the_last_pick():
+    points = torch.tensor([[0.0], [1.0], [10.0], [4.0], [9.0]]).view(5, 1, 1, 1)
+    # from 0: farthest is 10 (idx 2); from 10: farthest remaining is 1 (idx 1); then 9 (idx 4)
+    assert greedy_centres(points, 4).tolist() == [0, 2, 1, 4]
+    assert greedy_centres(points, 9).tolist() == [0, 2, 1, 4, 3]
 
 
 def test_clusters_are_nearest_centres_within_the_class(digits_splits):
@@ -160,6 +181,15 @@ def test_rdd_dc_paper_and_faithful_differ(one_thread, digits_splits):
                                 variant="faithful")
     assert not torch.equal(paper.images, faithful.images)
     assert paper.meta["rdd"]["cvar_gradient"] and not faithful.meta["rdd"]["cvar_gradient"]
+    assert (paper.meta["rdd"]["init"], faithful.meta["rdd"]["init"]) == ("real", "noise")
+    assert faithful.meta["rdd"]["official_objective_mean"] > 0  # the code's logged value
+    assert faithful.meta["rdd"]["clusters"] == "pooled"
+
+
+def test_rdd_idm_records_the_centres_it_clustered_around(one_thread, digits_splits):
+    syn = robustdd.distill("rdd-idm", digits_splits[0], ipc=1, seed=0, profile="smoke")
+    # IPC 1 stores one 2×2 mosaic per class: 4 decoded images, all of them centres
+    assert syn.meta["rdd"]["centres_used"] == 4 * syn.num_classes
 
 
 @pytest.mark.parametrize("method", ["rdd-dc", "rdd-idm"])

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["assign_clusters", "choose_centres", "cvar", "group_cvar", "official_cvar",
-           "rdd_objective", "tail_fraction"]
+__all__ = ["assign_clusters", "choose_centres", "cvar", "greedy_centres", "group_cvar",
+           "official_cvar", "official_objective", "rdd_objective", "tail_fraction"]
 
 Convention = Literal["tail", "confidence"]
 
@@ -96,15 +96,17 @@ def rdd_objective(logits: Tensor, labels: Tensor, groups: Tensor, num_groups: in
     return per_sample.mean() + kept.mean() + kept.max()
 
 
-def official_cvar(row: Tensor, alpha: float = 0.8) -> float:
-    """``utils.py::cvar_loss`` of the RDD code on one zero-padded row (no gradient)."""
-    values = row.detach().flatten().sort().values  # ascending: the *lowest* losses first
-    n = values.numel()
+def official_cvar(rows: Tensor, alpha: float = 0.8) -> Tensor:
+    """``utils.py::cvar_loss`` of the RDD code, for each zero-padded row of ``rows`` (the last
+    dimension; no gradient): ascending sort, k = max(1, ⌊α·n⌋) with n counting the padding,
+    (non-zero mean of the k lowest + sorted[k−1]·(α − k/n)) / α."""
+    values = rows.detach().sort(dim=-1).values  # ascending: the *lowest* losses first
+    n = values.shape[-1]
     k = max(1, int(alpha * n))
-    head = values[:k]
-    nonzero = head[head != 0]
-    mean = float(nonzero.mean()) if nonzero.numel() else 0.0
-    return (mean + float(values[k - 1]) * (alpha - k / n)) / alpha
+    head = values[..., :k]
+    nonzero = (head != 0).sum(-1)
+    mean = torch.where(nonzero > 0, head.sum(-1) / nonzero.clamp(min=1), 0.0)
+    return (mean + values[..., k - 1] * (alpha - k / n)) / alpha
 
 
 def choose_centres(syn_labels: Tensor, num_classes: int, per_class: int,
@@ -119,6 +121,40 @@ def choose_centres(syn_labels: Tensor, num_classes: int, per_class: int,
             idx = idx[torch.randperm(idx.numel(), generator=generator)[:per_class].to(idx.device)]
         out.append(idx)
     return torch.cat(out)
+
+
+def greedy_centres(samples: Tensor, count: int) -> Tensor:
+    """Indices of ``count`` samples picked by the released RDD code's walk at IPC 50: start at
+    index 0, then repeatedly take the remaining sample farthest (pixel L2) from the one picked
+    last (``distill_rdd.py``, methods.md §10.2 c)."""
+    flat = samples.detach().flatten(1)
+    picked = [0]
+    free = torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
+    free[0] = False
+    while len(picked) < min(count, flat.shape[0]):
+        dist = (flat - flat[picked[-1]]).norm(dim=1).masked_fill(~free, -1.0)
+        nxt = int(dist.argmax())
+        picked.append(nxt)
+        free[nxt] = False
+    return torch.tensor(picked, device=flat.device)
+
+
+def official_objective(losses: Tensor, groups: Tensor, num_groups: int,
+                       alpha: float = 0.8) -> float:
+    """The released code's logged value: per cluster ``official_cvar`` of its zero-padded row
+    (clusters × largest cluster), then the mean over clusters whose value is non-zero plus the
+    max over clusters. A number, no gradient (the code's CVaR goes through NumPy)."""
+    losses, groups = losses.detach().flatten(), groups.flatten()
+    counts = torch.bincount(groups, minlength=num_groups)
+    width = int(counts.max())
+    rows = torch.zeros(num_groups, width, dtype=losses.dtype, device=losses.device)
+    order = torch.argsort(groups, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(losses.numel(), device=losses.device) - starts[groups[order]]
+    rows[groups[order], slot] = losses[order]
+    values = official_cvar(rows, alpha)
+    nonzero = values[values != 0]
+    return (float(nonzero.mean()) if nonzero.numel() else 0.0) + float(values.max())
 
 
 @torch.no_grad()

@@ -124,11 +124,13 @@ PRESETS = {
 }
 
 
-#: ``net_update(net, real_batch, syn_pixels, syn_labels, inner_config, generator)``: replaces
-#: the inner-loop training of the network on S (RDD trains it on clustered real data);
-#: ``real_batch(n)`` draws n fresh real images per class, [C, n, ...] pixels.
+#: ``net_update(net, real_batch, syn_pixels, syn_labels, inner_config, generator, matched_real,
+#: matched_syn)``: replaces the inner-loop training of the network on S (RDD trains it on
+#: clustered real data); ``real_batch(n)`` draws n fresh real images per class, [C, n, ...]
+#: pixels; ``matched_real``/``matched_syn`` are this outer step's matching batches, [C, n, ...]
+#: pixels after the Siamese augmentation (detached).
 NetUpdate = Callable[[nn.Module, Callable[[int], torch.Tensor], torch.Tensor, torch.Tensor,
-                      TrainConfig, torch.Generator], None]
+                      TrainConfig, torch.Generator, torch.Tensor, torch.Tensor], None]
 
 
 def run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str, *,
@@ -205,7 +207,8 @@ def run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str, *,
                     continue
                 syn_train = (z.detach() * std + mean)
                 if net_update is not None:
-                    net_update(net, real_batch, syn_train, labels.to(dev), inner, g)
+                    net_update(net, real_batch, syn_train, labels.to(dev), inner, g,
+                               real.detach(), syn.detach())
                 else:
                     train_model(net, syn_train, labels.to(dev), inner, g,
                                 augment=dsa if config.dsa else None)

@@ -9,16 +9,22 @@ subgroups (``reference/methods.md`` §10; components in :mod:`robustdd.robust.cv
   CE + mean_k CVaR_α(ℓ | c_k) + max_k CVaR_α(ℓ | c_k); c_k are the real images nearest (in the
   network's embedding) to centre k, the centres being a class's synthetic images (all of them
   when IPC < 10, else 10 random ones; Algorithm 1 and the paper summary), matched within the
-  class. α = 0.8 read as the tail fraction by default (``cvar_convention``).
+  class. α = 0.8 read as the tail fraction by default (``cvar_convention``). Starts from real
+  images (the paper's App. D).
 * ``rdd-idm``: IDM whose model-pool training step uses the same objective, clusters formed
-  around the current decoded synthetic images.
+  around the current *decoded* synthetic images (the 4 quadrant images of each stored 2×2
+  mosaic, which are what the pool sees), so the rule "all below 10, else 10 random" applies
+  to 4·IPC images per class.
 
-``variant="faithful"`` reproduces the released code (GLaD-DC base, ``distill_rdd.py``): its CVaR
-is computed through NumPy and carries no gradient, so its network update is plain CE on the
-real data (clustered or not makes no difference to training); it uses ``outer_loop = inner_loop
-= 2``, lr_img 1 and noise initialisation (``shared_args.py``), which are also the ``paper``
-preset of ``rdd-dc`` here. The released code has no IDM variant; ``rdd-idm`` follows the
-authors' plug-in description and has no faithful form beyond plain IDM.
+``variant="faithful"`` reproduces the released code (GLaD-DC base, ``distill_rdd.py``): the
+update set is the augmented matching batch plus as many fresh real images per class; the
+centres are all classes' augmented synthetic images pooled (10 per class by a greedy
+farthest-from-the-last walk at IPC 50); its CVaR averages the *lowest* α-fraction through NumPy
+and carries no gradient, so the network update is plain CE on the real data and the value is
+only logged (recorded here as ``official_objective_*``, computed once per update before it);
+it uses ``outer_loop = inner_loop = 2``, lr_img 1 (also this method's ``paper`` preset) and
+noise initialisation (``shared_args.py``). The released code has no IDM variant; ``rdd-idm``
+follows the authors' plug-in description and has no faithful form beyond plain IDM.
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ from robustdd.distill.methods.idm import IDMConfig, IDMVariant, run_idm_family
 from robustdd.distilled import DistilledSet
 from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
 from robustdd.nn.train import TrainConfig, train_model
-from robustdd.robust.cvar import assign_clusters, choose_centres, rdd_objective
+from robustdd.robust.cvar import (
+    assign_clusters,
+    choose_centres,
+    greedy_centres,
+    official_objective,
+    rdd_objective,
+)
 
 __all__ = ["RDDDCConfig", "RDDIDMConfig", "cvar_net_update", "rdd_pool_objective"]
 
@@ -52,8 +64,11 @@ class RDDDCConfig(DCConfig):
     alpha: float = Field(0.8, gt=0, le=1)
     cvar_convention: Literal["tail", "confidence"] = "tail"
     centres_per_class: int = Field(MAX_CENTRES_PER_CLASS, ge=1)
-    real_per_class: int = Field(512, ge=1)  # the code's update set: 256 + 256 per class
-    # shared_args.py: outer/inner 2/2 (get_loops is not used), lr_img 1, noise init, DSA.
+    real_per_class: int = Field(512, ge=1)  # paper variant's update set (the code's 256 + 256)
+    # None: real images for the paper variant (RDD paper, App. D: "random initialization with
+    # real samples"), noise for the faithful one (shared_args.py pix_init).
+    init: Literal["real", "noise"] | None = None
+    # shared_args.py: outer/inner 2/2 (get_loops is not used), lr_img 1, DSA.
     outer_loop: int | None = Field(2, ge=1)
     inner_loop: int | None = Field(2, ge=0)
     lr_img: float = Field(1.0, gt=0)
@@ -77,17 +92,42 @@ def _cluster_labels(net: nn.Module, real: Tensor, real_labels: Tensor, syn: Tens
     return groups, int(centres.numel())
 
 
-def cvar_net_update(config: RDDDCConfig, num_classes: int, dsa: DSA | None):
-    """The RDD-DC inner-loop network update (see the module docstring)."""
+def _faithful_centres(matched_syn: Tensor, ipc: int) -> Tensor:
+    """The released code's centres from this step's augmented synthetic batch [C, ipc, ...]:
+    all of a class's images, except at IPC 50, where a greedy walk keeps 10."""
+    if ipc != 50:
+        return matched_syn.flatten(0, 1)
+    return torch.cat([cls[greedy_centres(cls, MAX_CENTRES_PER_CLASS)] for cls in matched_syn])
+
+
+def cvar_net_update(config: RDDDCConfig, num_classes: int, dsa: DSA | None,
+                    log: dict[str, Any]):
+    """The RDD-DC inner-loop network update (see the module docstring); the faithful form
+    appends the released code's (gradient-free) CVaR objective value to ``log["values"]``."""
     faithful = config.variant == "faithful"
 
     def update(net: nn.Module, real_batch, syn: Tensor, syn_labels: Tensor,
-               inner: TrainConfig, g: torch.Generator) -> None:
-        real = real_batch(config.real_per_class)  # [C, n, ...]
+               inner: TrainConfig, g: torch.Generator, matched_real: Tensor,
+               matched_syn: Tensor) -> None:
+        if faithful:
+            # distill_rdd.py: the augmented matching batch plus as many fresh real images per
+            # class; clusters around all classes' augmented synthetic images (pooled).
+            real = torch.cat([matched_real, real_batch(matched_real.shape[1])], dim=1)
+        else:
+            real = real_batch(config.real_per_class)  # [C, n, ...]
         n = real.shape[1]
         x = real.flatten(0, 1)
         y = torch.arange(num_classes, device=x.device).repeat_interleave(n)
-        if faithful:  # the code's CVaR has no gradient: the update is CE on real data
+        if faithful:
+            centres = _faithful_centres(matched_syn, matched_syn.shape[1])
+            per = centres.shape[0] // num_classes
+            centre_labels = torch.arange(num_classes, device=x.device).repeat_interleave(per)
+            groups = assign_clusters(net, x, y, centres, centre_labels, pooled=True)
+            with torch.no_grad():
+                losses = nn.functional.cross_entropy(net(x), y, reduction="none")
+            log["values"].append(official_objective(losses, groups, centres.shape[0],
+                                                    config.alpha))
+            # The code's CVaR carries no gradient: the update itself is CE on the real data.
             train_model(net, x, y, inner, g, augment=dsa)
             return
         groups, k = _cluster_labels(net, x, y, syn, syn_labels, num_classes,
@@ -104,13 +144,16 @@ def cvar_net_update(config: RDDDCConfig, num_classes: int, dsa: DSA | None):
     return update
 
 
-def rdd_pool_objective(config: RDDIDMConfig, num_classes: int):
-    """RDD-IDM's pool training loss: CE + group CVaR around the current synthetic images."""
+def rdd_pool_objective(config: RDDIDMConfig, num_classes: int, log: dict[str, Any]):
+    """RDD-IDM's pool training loss: CE + group CVaR around the current synthetic images (the
+    decoded ones the pool sees, 4 per stored 2×2 mosaic); ``log["centres_used"]`` records how
+    many centres (all classes) the clustering used."""
 
     def objective(net: nn.Module, logits: Tensor, x: Tensor, y: Tensor, syn: Tensor,
                   syn_labels: Tensor, g: torch.Generator) -> Tensor:
         groups, k = _cluster_labels(net, x, y, syn, syn_labels, num_classes,
                                     config.centres_per_class, g)
+        log["centres_used"] = k
         return rdd_objective(logits, y, groups, k, config.alpha, config.cvar_convention)
 
     return objective
@@ -130,27 +173,43 @@ RDD_IDM_PRESETS: dict[str, dict[str, Any]] = copy.deepcopy(IDM_PRESETS)
                  description="RDD: group-CVaR network training in gradient matching (2025)")
 def run_rdd_dc(ctx: DistillContext, config: RDDDCConfig) -> DistilledSet:
     """Gradient matching whose network trains on clustered real data with the CVaR objective."""
+    faithful = config.variant == "faithful"
     strategy = config.dsa_strategy or default_strategy(ctx.data.name)
     dsa = (DSA(DSAConfig(strategy=strategy), mean=ctx.data.mean, std=ctx.data.std)
            if config.dsa else None)
     smallest = int(torch.bincount(ctx.data.labels, minlength=ctx.num_classes).min())
-    config = config.model_copy(update={"real_per_class": min(config.real_per_class, smallest)})
-    update = cvar_net_update(config, ctx.num_classes, dsa)
-    info = {"variant": config.variant, "alpha": config.alpha,
-            "cvar_convention": config.cvar_convention,
-            "centres_per_class": min(config.centres_per_class, ctx.ipc),
-            "real_per_class": config.real_per_class,
-            "cvar_gradient": config.variant == "paper"}
-    return run_gradient_matching(ctx, config, "rdd-dc", net_update=update,
-                                 meta={"rdd": info}, stream="dc")
+    init = config.init or ("noise" if faithful else "real")
+    config = config.model_copy(update={"real_per_class": min(config.real_per_class, smallest),
+                                       "init": init})
+    log: dict[str, Any] = {"values": []}
+    update = cvar_net_update(config, ctx.num_classes, dsa, log)
+    if faithful:
+        centres = ctx.ipc if ctx.ipc != 50 else MAX_CENTRES_PER_CLASS
+    else:
+        centres = min(config.centres_per_class, ctx.ipc)
+    info: dict[str, Any] = {
+        "variant": config.variant, "alpha": config.alpha, "init": init,
+        "cvar_convention": "official" if faithful else config.cvar_convention,
+        "centres_per_class": centres, "clusters": "pooled" if faithful else "within class",
+        "update_set_per_class": (2 * min(config.batch_real, smallest) if faithful
+                                 else config.real_per_class),
+        "cvar_gradient": not faithful}
+    result = run_gradient_matching(ctx, config, "rdd-dc", net_update=update,
+                                   meta={"rdd": info}, stream="dc")
+    if faithful and log["values"]:  # the code's logged CVaR objective, over this run's updates
+        values = log["values"]
+        info.update(official_objective_first=values[0], official_objective_last=values[-1],
+                    official_objective_mean=sum(values) / len(values))
+    return result
 
 
 @register_method("rdd-idm", RDDIDMConfig, RDD_IDM_PRESETS,
                  description="RDD: group-CVaR model-pool training in IDM (2025)")
 def run_rdd_idm(ctx: DistillContext, config: RDDIDMConfig) -> DistilledSet:
     """IDM whose pool nets train with CE + group CVaR around the synthetic images."""
-    variant = IDMVariant(
-        "rdd-idm", pool_objective=rdd_pool_objective(config, ctx.num_classes),
-        meta={"rdd": {"alpha": config.alpha, "cvar_convention": config.cvar_convention,
-                      "centres_per_class": config.centres_per_class}})
+    log: dict[str, Any] = {"alpha": config.alpha, "cvar_convention": config.cvar_convention,
+                           "centres_per_class": config.centres_per_class}
+    variant = IDMVariant("rdd-idm",
+                         pool_objective=rdd_pool_objective(config, ctx.num_classes, log),
+                         meta={"rdd": log})
     return run_idm_family(ctx, config, variant)
