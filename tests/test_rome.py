@@ -114,6 +114,18 @@ def test_variants_resolve_to_the_paper_and_to_the_reference_code():
             faithful["prior"].target_policy) == ("normalised", LEGACY_STEP, "next-mod-10")
     with pytest.raises(ValueError, match="invalid configuration"):
         spec.resolve_config("smoke", {"variant": "mystery"})
+    mode = spec.resolve_config("small", {"prior_targeted": False, "prior_random_start": False,
+                                         "prior_target_policy": "random"}).resolved()["prior"]
+    assert (mode.targeted, mode.random_start, mode.target_policy) == (False, False, "random")
+
+
+def test_least_likely_prior_targets_the_lowest_clean_logit(digits_model, batch):
+    x, y = batch
+    logits = digits_model(x).detach().scatter(1, y.view(-1, 1), float("inf"))
+    target = logits.argmin(1)
+    cfg = PriorConfig(eps=0.3, step_size=0.05, steps=20, target_policy="least-likely")
+    adv = adversarial_prior(digits_model, x, y, cfg, 10, torch.Generator().manual_seed(0))
+    assert float((predict(digits_model, adv) == target).float().mean()) > 0.5
 
 
 def test_fixed_matching_net_refuses_accuracy_weighting():

@@ -43,7 +43,7 @@ class PriorConfig(BaseModel):
     steps: int = Field(10, ge=1)
     random_start: bool = True
     targeted: bool = True
-    target_policy: Literal["next", "random", "next-mod-10"] = "next"
+    target_policy: Literal["next", "random", "least-likely", "next-mod-10"] = "next"
     space: Literal["pixel", "normalised"] = "pixel"
 
 
@@ -61,8 +61,14 @@ def adversarial_prior(net: nn.Module, images: Tensor, labels: Tensor, config: Pr
     and is restored afterwards. Returns detached pixels.
     """
     images = images.detach().clamp(0.0, 1.0)  # DSA colour jitter may leave [0, 1]
-    goal = (choose_targets(labels, num_classes, config.target_policy, generator=generator)
-            if config.targeted else labels)
+    goal = labels
+    if config.targeted:
+        logits = None
+        if config.target_policy == "least-likely":
+            with eval_mode(net), torch.no_grad():
+                logits = net(images)
+        goal = choose_targets(labels, num_classes, config.target_policy, logits=logits,
+                              generator=generator)
     kwargs = {"eps": config.eps, "steps": config.steps, "step_size": config.step_size,
               "targeted": config.targeted, "random_start": config.random_start,
               "generator": generator}

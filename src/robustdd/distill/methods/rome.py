@@ -75,6 +75,10 @@ class ROMEConfig(IDMConfig):
     prior_eps: float = Field(8 / 255, ge=0)
     prior_steps: int = Field(10, ge=1)
     prior_step_size: float | None = Field(None, gt=0)  # paper 2/255, faithful 2/225
+    # The prior's attack mode (the paper and the code: targeted, random start).
+    prior_targeted: bool = True
+    prior_random_start: bool = True
+    prior_target_policy: Literal["next", "random", "least-likely", "next-mod-10"] | None = None
     # The robust pretrained model (trained once per dataset/seed/config and cached).
     rpm_method: Literal["pgd", "fgsm-rs"] = "pgd"
     rpm_epochs: int = Field(100, ge=0)
@@ -94,7 +98,9 @@ class ROMEConfig(IDMConfig):
             else self.accuracy_weighted_ce,
             "prior": base.model_copy(update={
                 "eps": self.prior_eps, "steps": self.prior_steps,
-                "step_size": self.prior_step_size or base.step_size}),
+                "step_size": self.prior_step_size or base.step_size,
+                "targeted": self.prior_targeted, "random_start": self.prior_random_start,
+                "target_policy": self.prior_target_policy or base.target_policy}),
         }
 
 
