@@ -72,3 +72,20 @@ def test_errors_are_one_clear_line_and_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert "unknown method 'nope'" in proc.stderr and "dm" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter", "dc", "dsa", "idm", "bacon",
+                                    "guard-dc", "rdd-idm"])
+def test_every_method_distills_through_the_cli(one_thread, tmp_path, private_cache, method):
+    """The methods the other CLI tests do not cover (dm, mtt, sre2l, rome, rdd-dc and
+    guard-sre2l have their own), at smoke on digits, evaluated by the CLI's protocol."""
+    out = tmp_path / method
+    _ok(["distill", method, "digits", "--ipc", "1", "--profile", "smoke", "--out", str(out),
+         "--device", "cpu"])
+    syn = DistilledSet.load(out)
+    assert (syn.method, syn.ipc, syn.meta["profile"]) == (method, 1, "smoke")
+    record = tmp_path / "rec.json"
+    _ok(["evaluate", str(out), "--profile", "smoke", "--models", "1", "--suite", "none",
+         "--out", str(record)])
+    evaluated = json.loads(record.read_text())
+    assert evaluated["method"] == method and evaluated["attacks"] == []  # clean only

@@ -91,8 +91,8 @@ def evaluate_cmd(
     root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Protocol override key=value."),
     suite: str | None = typer.Option(None, help="Attack suite: beard, beard-query, guard, "
-                                                "quick, beard-legacy (default: FGSM + PGD, "
-                                                "both modes)."),
+                                                "quick, beard-legacy, or none (clean accuracy "
+                                                "only; default: FGSM + PGD, both modes)."),
     shift: bool = typer.Option(False, help="Also run the distribution-shift tests."),
     curves: bool = typer.Option(False, help="Also measure PGD accuracy vs eps and steps."),
     parallel: bool = typer.Option(False, help="Train the K models stacked (faster on a GPU)."),
@@ -108,7 +108,8 @@ def evaluate_cmd(
     if models is not None:
         overrides["num_models"] = models
     record = evaluate(syn, profile=profile, seed=seed, device=device,
-                      root=str(root) if root else None, progress=True, attacks=suite,
+                      root=str(root) if root else None, progress=True,
+                      attacks=[] if suite == "none" else suite,
                       shift=shift, curves=curves, parallel=parallel, **overrides)
     out = out or distilled.with_name(distilled.name + f"-eval-{profile}-s{seed}.json")
     write_json_atomic(out, record)
