@@ -3,7 +3,8 @@
 
 Usage (the tables in docs/measurements.md)::
 
-    python benchmarks/beard_table.py results/beard/random-...-beard.json results/beard/dm-...-beard.json
+    python benchmarks/beard_table.py results/beard/random-...-beard.json \
+        results/beard/dm-...-beard.json
 
 Each record is one column. Seconds are summed over the K models (training, each attack).
 """
