@@ -64,6 +64,20 @@ def cvar(losses: Tensor, alpha: float = 0.8, convention: Convention = "tail") ->
     return _tail_mean(losses.sort(descending=True).values.unsqueeze(0), counts, q)[0]
 
 
+def _group_table(values: Tensor, groups: Tensor, num_groups: int,
+                 fill: float) -> tuple[Tensor, Tensor]:
+    """``values`` [N] laid out as a [G, largest group] matrix padded with ``fill``, and the
+    group sizes [G] (differentiable in ``values``)."""
+    counts = torch.bincount(groups, minlength=num_groups)
+    width = int(counts.max()) if values.numel() else 1
+    order = torch.argsort(groups, stable=True)  # position of each sample inside its group
+    sorted_groups = groups[order]
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(values.numel(), device=values.device) - starts[sorted_groups]
+    table = values.new_full((num_groups, max(width, 1)), fill)
+    return table.index_put((sorted_groups, pos), values[order]), counts
+
+
 def group_cvar(losses: Tensor, groups: Tensor, num_groups: int, alpha: float = 0.8,
                convention: Convention = "tail") -> tuple[Tensor, Tensor]:
     """Per-group CVaR of ``losses`` [N] with group ids ``groups`` [N] in [0, num_groups).
@@ -71,15 +85,7 @@ def group_cvar(losses: Tensor, groups: Tensor, num_groups: int, alpha: float = 0
     Returns (cvar [G], non-empty mask [G]); empty groups get 0 and mask False.
     """
     q = tail_fraction(alpha, convention)
-    counts = torch.bincount(groups, minlength=num_groups)
-    width = int(counts.max()) if losses.numel() else 1
-    # Position of each sample inside its group, then a [G, width] matrix padded with −inf.
-    order = torch.argsort(groups, stable=True)
-    sorted_groups = groups[order]
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(losses.numel(), device=losses.device) - starts[sorted_groups]
-    table = losses.new_full((num_groups, max(width, 1)), float("-inf"))
-    table = table.index_put((sorted_groups, pos), losses[order])
+    table, counts = _group_table(losses, groups, num_groups, float("-inf"))
     desc = table.sort(dim=1, descending=True).values
     present = counts > 0
     safe = torch.where(torch.isfinite(desc), desc, torch.zeros_like(desc))
@@ -144,14 +150,7 @@ def official_objective(losses: Tensor, groups: Tensor, num_groups: int,
     """The released code's logged value: per cluster ``official_cvar`` of its zero-padded row
     (clusters × largest cluster), then the mean over clusters whose value is non-zero plus the
     max over clusters. A number, no gradient (the code's CVaR goes through NumPy)."""
-    losses, groups = losses.detach().flatten(), groups.flatten()
-    counts = torch.bincount(groups, minlength=num_groups)
-    width = int(counts.max())
-    rows = torch.zeros(num_groups, width, dtype=losses.dtype, device=losses.device)
-    order = torch.argsort(groups, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(losses.numel(), device=losses.device) - starts[groups[order]]
-    rows[groups[order], slot] = losses[order]
+    rows, _ = _group_table(losses.detach().flatten(), groups.flatten(), num_groups, 0.0)
     values = official_cvar(rows, alpha)
     nonzero = values[values != 0]
     return (float(nonzero.mean()) if nonzero.numel() else 0.0) + float(values.max())
