@@ -108,8 +108,7 @@ def evaluate_cmd(
     if models is not None:
         overrides["num_models"] = models
     record = evaluate(syn, profile=profile, seed=seed, device=device,
-                      root=str(root) if root else None, progress=True,
-                      attacks=[] if suite == "none" else suite,
+                      root=str(root) if root else None, progress=True, attacks=suite,
                       shift=shift, curves=curves, parallel=parallel, **overrides)
     out = out or distilled.with_name(distilled.name + f"-eval-{profile}-s{seed}.json")
     write_json_atomic(out, record)

@@ -72,7 +72,7 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     test subset and every attack in ``attacks`` (default: the profile's) on its attack subset.
     ``protocol_overrides`` change :class:`EvalProtocol` fields (e.g. ``num_models=1``).
     ``attacks`` is a list of specs or a suite name (``beard``, ``beard-query``, ``guard``,
-    ``quick``). With ``shift`` every model is also scored on the RDD distribution-shift tests
+    ``quick``), or ``"none"`` for clean accuracy only. With ``shift`` every model is also scored on the RDD distribution-shift tests
     (:mod:`robustdd.evaluate.shift`: Cluster-min/mean, Noise, Blur, Invert) over the test subset;
     with ``curves`` on PGD accuracy versus ε and steps (:mod:`robustdd.evaluate.curves`). Each
     model gets ``warnings`` from the gradient-masking sanity checks.
@@ -219,6 +219,8 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
 def _resolve_attacks(attacks: list[AttackSpec] | str | None, prof: Any) -> list[AttackSpec]:
     if attacks is None:
         return default_attacks(prof)
+    if attacks == "none":  # clean accuracy (and shift tests) only
+        return []
     specs = suite(attacks) if isinstance(attacks, str) else list(attacks)
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
