@@ -72,8 +72,9 @@ def evaluate(distilled: DistilledSet, *, profile: str = "small", test: ImageData
     test subset and every attack in ``attacks`` (default: the profile's) on its attack subset.
     ``protocol_overrides`` change :class:`EvalProtocol` fields (e.g. ``num_models=1``).
     ``attacks`` is a list of specs or a suite name (``beard``, ``beard-query``, ``guard``,
-    ``quick``), or ``"none"`` for clean accuracy only. With ``shift`` every model is also scored on the RDD distribution-shift tests
-    (:mod:`robustdd.evaluate.shift`: Cluster-min/mean, Noise, Blur, Invert) over the test subset;
+    ``quick``), or ``"none"`` for clean accuracy only. With ``shift`` every model is also scored
+    on the RDD distribution-shift tests (:mod:`robustdd.evaluate.shift`: Cluster-min/mean,
+    Noise, Blur, Invert) over the test subset;
     with ``curves`` on PGD accuracy versus ε and steps (:mod:`robustdd.evaluate.curves`). Each
     model gets ``warnings`` from the gradient-masking sanity checks.
     """
