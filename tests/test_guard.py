@@ -10,7 +10,9 @@ from test_checkpoint import resumes_identically
 from typer.testing import CliRunner
 
 import robustdd
+from robustdd.attacks.legacy import normalised_view
 from robustdd.cli import app
+from robustdd.distill.methods.guard import guard_real_loss, synthetic_direction
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.robust.curvature import (
@@ -152,3 +154,33 @@ def test_cli_distills_guard_sre2l_faithful(one_thread, tmp_path):
                                       str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert DistilledSet.load(out).meta["guard"]["variant"] == "faithful"
+
+
+def test_guard_dc_synthetic_direction_is_algorithm_1(one_thread, digits_splits):
+    """direction 'synthetic': one unit direction (×h) from the class's synthetic batch, shared by
+    every real image; at IPC 1 it is the synthetic image's own normalised input gradient."""
+    train = digits_splits[0]
+    net = build_model("convnet", 10, 1, 8, mean=train.mean, std=train.std, seed=0).eval()
+    x, y = train.images[:6], torch.full((6,), 3)
+    syn, syn_y = train.images[6:7], torch.tensor([3])
+    view = normalised_view(net)
+    sin = view.to_normalised(syn).requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(view.net(sin), syn_y), sin)
+    z = 3.0 * g / g.norm()
+    torch.testing.assert_close(synthetic_direction(view.net, view.to_normalised(syn), syn_y, 3.0),
+                               z)
+    xin = view.to_normalised(x)
+    base = F.cross_entropy(view.net(xin), y)
+    want = base + 0.5 * (F.cross_entropy(view.net(xin + z), y) - base)
+    got = guard_real_loss("loss-difference", 0.5, 3.0, "normalised", direction="synthetic")(
+        net, x, y, syn, syn_y)
+    torch.testing.assert_close(got, want)
+    real = guard_real_loss("loss-difference", 0.5, 3.0, "normalised")(net, x, y, syn, syn_y)
+    assert not torch.allclose(got, real)
+    with pytest.raises(ValueError, match="direction"):
+        guard_real_loss("loss-difference", 0.5, 3.0, "normalised", direction="other")
+    dc = robustdd.distill("guard-dc", train, ipc=1, seed=0, profile="smoke")
+    alg1 = robustdd.distill("guard-dc", train, ipc=1, seed=0, profile="smoke",
+                            guard_direction="synthetic")
+    assert not torch.equal(dc.images, alg1.images)
+    assert alg1.meta["guard"]["direction"] == "synthetic"

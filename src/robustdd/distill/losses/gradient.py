@@ -123,9 +123,10 @@ def freeze_batchnorm(model: nn.Module, real: Tensor) -> None:
         m.eval()
 
 
-#: ``real_loss(model, x, y) -> scalar``: the real-side loss whose parameter gradient is the
-#: matching target (default: mean cross-entropy; GUARD-DC: its curvature-regularised loss).
-RealLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
+#: ``real_loss(model, x, y, syn, syn_y) -> scalar``: the real-side loss whose parameter gradient
+#: is the matching target (default: mean cross-entropy; GUARD-DC: its curvature-regularised
+#: loss). It also sees the class's synthetic batch (detached), which GUARD's Algorithm 1 reads.
+RealLoss = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 def class_matching_losses(model: nn.Module, real: Tensor, real_labels: Tensor, syn: Tensor,
@@ -152,7 +153,8 @@ def class_matching_losses(model: nn.Module, real: Tensor, real_labels: Tensor, s
         g_syn: list[tuple[Tensor, ...]] = []
         for g in range(real.shape[0]):
             loss_r = (F.cross_entropy(model(real[g]), real_labels[g]) if real_loss is None
-                      else real_loss(model, real[g], real_labels[g]))
+                      else real_loss(model, real[g], real_labels[g], syn[g].detach(),
+                                     syn_labels[g]))
             g_real.append([t.detach() for t in torch.autograd.grad(loss_r, list(params.values()))])
             loss_s = F.cross_entropy(model(syn[g]), syn_labels[g])
             g_syn.append(torch.autograd.grad(loss_s, list(params.values()), create_graph=True))

@@ -13,8 +13,9 @@ Two methods (``reference/methods.md`` §9, the paper in ``papers/``):
   ``L + λR`` with R a *parameter*-gradient difference; we read it (as the authors' rebuttal
   describes: one extra forward on real + z, z from the real images' input gradient) as the
   target ∇θ[ℓ(x) + λ(ℓ(x + h·ẑ) − ℓ(x))] (``form: loss-difference``, default), or with the
-  squeeze step's input-gradient penalty (``form: curvature``). There is no reference code for
-  it: every result says ``reconstructed``.
+  squeeze step's input-gradient penalty (``form: curvature``). ``direction: synthetic`` takes z
+  from the class's synthetic batch as Algorithm 1 prints it. There is no reference code for it:
+  every result says ``reconstructed``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -36,7 +38,7 @@ from robustdd.distill.methods.sre2l import SRe2LConfig, run_sre2l_family
 from robustdd.distilled import DistilledSet
 from robustdd.robust.curvature import curvature_objective, curvature_penalty, gradient_direction
 
-__all__ = ["GuardDCConfig", "GuardSRe2LConfig", "guard_real_loss"]
+__all__ = ["GuardDCConfig", "GuardSRe2LConfig", "guard_real_loss", "synthetic_direction"]
 
 
 class GuardSRe2LConfig(SRe2LConfig):
@@ -57,20 +59,41 @@ class GuardDCConfig(DCConfig):
     guard_h: float = Field(3.0, gt=0)
     guard_space: Literal["normalised", "pixel"] = "normalised"
     guard_squared: bool = True  # curvature form: Eq. 15's per-sample squared norm (else code's)
+    # where z comes from: each real image's own input gradient (the authors' rebuttal), or one
+    # direction from the class's synthetic batch applied to every real image (Algorithm 1)
+    guard_direction: Literal["real", "synthetic"] = "real"
+
+
+def synthetic_direction(net: nn.Module, syn: Tensor, syn_y: Tensor, h: float) -> Tensor:
+    """Algorithm 1's z from the synthetic batch: h · g / ‖g‖ with g = Σᵢ ∇ₛᵢ CE(net(s), y), the
+    input gradient of a perturbation shared by the batch, shape [1, ...] (detached). At one
+    image per class this is Algorithm 1 literally; with more it is our reading of a batch-shaped
+    z added to a real batch of another size."""
+    with torch.enable_grad():
+        sg = syn.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(net(sg), syn_y), sg)
+    g = g.sum(0, keepdim=True)
+    return (h * g / (g.norm() + 1e-12)).detach()
 
 
 def guard_real_loss(form: str, weight: float, h: float, space: str,
-                    squared: bool = True) -> RealLoss:
-    """GUARD-DC's real-side loss ``(model, x, y) -> scalar`` (see the module docstring)."""
+                    squared: bool = True, direction: str = "real") -> RealLoss:
+    """GUARD-DC's real-side loss ``(model, x, y, syn, syn_y) -> scalar`` (see the module
+    docstring); ``direction`` picks where z comes from (``real`` or ``synthetic``)."""
+    if direction not in ("real", "synthetic"):
+        raise ValueError(f"unknown GUARD-DC direction {direction!r}; known: real, synthetic")
 
-    def real_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def real_loss(model: nn.Module, x: Tensor, y: Tensor, syn: Tensor, syn_y: Tensor) -> Tensor:
         if space == "normalised":
             view = normalised_view(model)
-            net, xin = view.net, view.to_normalised(x)
+            net, xin, sin = view.net, view.to_normalised(x), view.to_normalised(syn)
         else:
-            net, xin = model, x
+            net, xin, sin = model, x, syn
         base = F.cross_entropy(net(xin), y)
-        z = gradient_direction(net, xin, y, h)
+        if direction == "real":
+            z = gradient_direction(net, xin, y, h)
+        else:
+            z = synthetic_direction(net, sin, syn_y, h).expand_as(xin)
         if form == "loss-difference":
             return base + weight * (F.cross_entropy(net(xin + z), y) - base)
         if form == "curvature":
@@ -112,9 +135,10 @@ def run_guard_dc(ctx: DistillContext, config: GuardDCConfig) -> DistilledSet:
     if weight is None:
         weight = 0.5 if config.guard_form == "loss-difference" else 100.0
     loss = guard_real_loss(config.guard_form, weight, config.guard_h, config.guard_space,
-                           config.guard_squared)
+                           config.guard_squared, config.guard_direction)
     info = {"variant": "reconstructed", "form": config.guard_form, "weight": weight,
             "h": config.guard_h, "space": config.guard_space,
+            "direction": config.guard_direction,
             "squared": config.guard_squared if config.guard_form == "curvature" else None}
     # DC's random streams: with weight 0, guard-dc is dc exactly (same nets and batches).
     return run_gradient_matching(ctx, config, "guard-dc", real_loss=loss,
