@@ -447,3 +447,18 @@ def test_grid_decoded_mosaic_and_soft():
     arr = grid_array(s, decoded=True, max_per_class=10, padding=0)
     counts = torch.bincount(s.labels.argmax(1), minlength=10)
     assert arr.shape == (10 * 8, int(counts.max()) * 4 * 8, 3)
+
+
+def test_recorded_git_revision_is_the_one_read_at_import(monkeypatch):
+    """Records of a long run name the checkout its code was imported from: git is not asked
+    again when a record is written (the tree may have moved on meanwhile)."""
+    import subprocess
+
+    from robustdd import runtime
+
+    def no_git(*args, **kwargs):
+        raise AssertionError("git was run again")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert runtime.git_revision() == runtime._REVISION_AT_IMPORT
+    assert runtime.environment("cpu")["git_revision"] == runtime._REVISION_AT_IMPORT

@@ -54,8 +54,7 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "robustdd" / "derived"
 
 
-def git_revision() -> str | None:
-    """The git commit of the robustdd checkout (with ``-dirty``), or None outside a checkout."""
+def _read_git_revision() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
@@ -65,6 +64,17 @@ def git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("-dirty" if dirty else "")
+
+
+# Read once, when robustdd is imported: a long run records the checkout its code came from,
+# not whatever the working tree holds when a record is finally written.
+_REVISION_AT_IMPORT = _read_git_revision()
+
+
+def git_revision() -> str | None:
+    """The git commit of the robustdd checkout when this process imported robustdd (with
+    ``-dirty`` if tracked files differed then), or None outside a checkout."""
+    return _REVISION_AT_IMPORT
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
