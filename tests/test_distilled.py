@@ -456,8 +456,11 @@ def test_recorded_git_revision_is_the_one_read_at_import(monkeypatch):
 
     from robustdd import runtime
 
-    def no_git(*args, **kwargs):
-        raise AssertionError("git was run again")
+    real_run = subprocess.run
+
+    def no_git(cmd, *args, **kwargs):
+        assert cmd[0] != "git", "git was run again"
+        return real_run(cmd, *args, **kwargs)
 
     monkeypatch.setattr(subprocess, "run", no_git)
     assert runtime.git_revision() == runtime._REVISION_AT_IMPORT
