@@ -342,3 +342,41 @@ def test_the_shipped_smoke_preset_runs_end_to_end_and_reruns_for_free(tmp_path):
     assert second.returncode == 0, err[-3000:]
     again = json.loads(out.strip().splitlines()[-1])
     assert (again["completed"], again["skipped"]) == (0, summary["jobs"])
+
+
+def test_store_transfer_inputs_combine_the_seeds_at_the_largest_ipc(tmp_path):
+    """Two seeds' transfer matrices at IPC 10 (and one at IPC 1, ignored): the heatmap holds
+    each cell's mean, Table 2's entries mean ± std over the seeds."""
+    from robustdd.bench import _transfer_inputs
+    from robustdd.evaluate.transfer import ADVERSARIAL_SURROGATE, TRANSFER_FORMAT
+
+    def doc(ipc: int, acc: float) -> dict:
+        surrogates = [ADVERSARIAL_SURROGATE, "dm"]
+        return {"format": TRANSFER_FORMAT, "bench": {"ipc": ipc},
+                "test_set": {"dataset": "cifar10"}, "attacks": [{"label": "pgd"}],
+                "victims": {"dm": {"ipc": ipc, "clean_accuracy": 50.0}},
+                "accuracy": {s: {"dm": {"pgd": acc}} for s in surrogates},
+                "attack_seconds": {s: {"pgd": 1.0} for s in surrogates},
+                "surrogates": {s: {"clean_seconds": 0.1} for s in surrogates}}
+
+    docs = {"a": doc(10, 40.0), "b": doc(10, 30.0), "c": doc(1, 5.0)}
+    for key, d in docs.items():
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "transfer.json").write_text(json.dumps(d))
+
+    class FakeStore:
+        def jobs(self, status):
+            return [{"kind": "transfer", "key": k} for k in docs]
+
+        def verified_artifact(self, key):
+            return tmp_path / key
+
+    matrix, entries = _transfer_inputs(FakeStore())
+    # I-RR of one attack: 100 (1 - ASR^2 / ACC^2), ASR = 50 - acc
+    irr = [100 * (1 - (50 - a) ** 2 / 50 ** 2) for a in (40.0, 30.0)]
+    assert matrix["untargeted"]["dm"]["dm"] == pytest.approx(sum(irr) / 2)
+    (dataset, victim, metrics), = entries
+    assert (dataset, victim) == ("cifar10", "dm")
+    stat = metrics["untargeted"]["pooled"]["I-RR"]
+    assert stat["n"] == 2 and stat["mean"] == pytest.approx(sum(irr) / 2)
+    assert stat["std"] == pytest.approx(abs(irr[0] - irr[1]) / 2)

@@ -340,3 +340,67 @@ def test_rdd_table1_lists_clean_and_shift_accuracies(tmp_path):
     assert (tmp_path / "shift.md").is_file() and "shift" in written
     with pytest.raises(ReportError, match="distribution-shift"):
         rdd_table1([make_record("dm", ipc=10)])
+
+
+# ---------------------------------------------------------------------------- over seeds
+
+
+def test_combine_over_seeds_on_hand_values():
+    from robustdd.report.seeds import combine_over_seeds, seed_stat
+
+    assert seed_stat([1.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
+    got = combine_over_seeds([{"a": 1.0, "b": {"c": 10}, "ipcs": ["1"], "note": "x"},
+                              {"a": 3.0, "b": {"c": 20}, "ipcs": ["1"], "note": "y"},
+                              {"a": None, "b": {"c": 30}, "ipcs": ["1"], "note": "x"}])
+    assert got["a"] == {"mean": 2.0, "std": 1.0, "n": 2}  # a seed without the value is skipped
+    assert got["b"]["c"]["mean"] == 20.0 and got["b"]["c"]["n"] == 3
+    assert got["ipcs"] == ["1"] and got["note"] == ["x", "y", "x"]
+    one = {"a": 1.0}
+    assert combine_over_seeds([one]) is one
+
+
+def test_report_over_three_seeds_gives_mean_and_std_of_per_seed_results(tmp_path):
+    """Three seeds of one method and IPC: one row, mean ± std over the seeds of each seed's
+    K-model mean; Table 1 from the metrics computed per seed (not from pooled accuracies)."""
+    recs = [make_record("rome", ipc=10, clean=c, seed=s, k=2)
+            for s, c in ((0, 50.0), (1, 54.0), (2, 58.0))]
+    written = write_report(recs, tmp_path, formats=("md", "csv"))
+    rows = list(csv.reader(io.StringIO((tmp_path / "accuracy.csv").read_text())))
+    assert rows[0][:6] == ["Dataset", "Method", "IPC", "Seeds", "K", "Accuracy Clean"]
+    assert len(rows) == 2 and rows[1][3] == "0, 1, 2" and rows[1][4] == "2"
+    per_seed_clean = [r["summary"]["clean_accuracy"]["mean"] for r in recs]  # 51, 55, 59
+    assert rows[1][5] == f"{fmean(per_seed_clean):.2f} ± {pstdev(per_seed_clean):.2f}"
+    per_seed_rows = list(csv.reader(io.StringIO((tmp_path / "accuracy-per-seed.csv")
+                                                .read_text())))
+    assert [r[3] for r in per_seed_rows[1:]] == ["0", "1", "2"]
+    assert "accuracy_per_seed" in written
+
+    rr = [compute_metrics([r])["untargeted"]["pooled"]["I-RR"] for r in recs]
+    assert len(set(round(x, 6) for x in rr)) == 3  # the seeds really differ
+    table1 = list(csv.reader(io.StringIO((tmp_path / "table1.csv").read_text())))
+    col = table1[0].index("Untargeted I-RR")
+    assert table1[1][col] == f"{fmean(rr):.2f} ± {pstdev(rr):.2f}"
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    entry = doc["white_box"][0]["metrics"]
+    assert entry["seeds"] == ["0", "1", "2"] and len(entry["per_seed"]) == 3
+
+
+def test_report_refuses_two_records_of_one_seed(tmp_path):
+    recs = [make_record("dm", seed=0), make_record("dm", seed=0, clean=40.0)]
+    with pytest.raises(ReportError, match="more than one evaluation record for seed 0"):
+        write_report(recs, tmp_path)
+
+
+def test_shift_table_over_seeds():
+    from robustdd.report.seeds import merge_seed_records
+
+    recs = []
+    for s, v in ((0, 10.0), (1, 20.0)):
+        r = make_record("rdd-dc", ipc=1, seed=s)
+        r["shift"] = {"tests": ["cluster_min", "noise"]}
+        r["summary"]["cluster_min"] = {"mean": v, "std": 1.0, "n": 2}
+        r["summary"]["noise"] = {"mean": v + 5, "std": 1.0, "n": 2}
+        recs.append(r)
+    md = to_markdown(rdd_table1(merge_seed_records(recs)))
+    assert "| CIFAR-10 | rdd-dc | 1 | 0, 1 | 61.00 ± 0.00 | 15.00 ± 5.00 | 20.00 ± 5.00 |" in md
+    assert "over the distillation seeds" in md

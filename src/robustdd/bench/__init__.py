@@ -56,24 +56,42 @@ def store_report(store: ResultStore, out: str | Path) -> tuple[Path, int]:
 
 
 def _transfer_inputs(store: ResultStore) -> tuple[dict | None, list | None]:
-    """The heatmap matrix (I-RR) and Table 2 transfer entries of the store's latest finished
-    transfer job (the largest IPC; ROME reports IPC 50)."""
+    """The heatmap matrix (I-RR) and Table 2 transfer entries of the store's finished transfer
+    jobs at the largest IPC (ROME reports IPC 50). Several seeds (of one dataset) are combined:
+    the heatmap shows each cell's mean over them, Table 2 mean ± std."""
     import json
+    from statistics import fmean
 
     from robustdd.evaluate.transfer import (
         ADVERSARIAL_SURROGATE,
         transfer_metrics,
         transfer_pair_metrics,
     )
+    from robustdd.report.seeds import combine_over_seeds
 
     docs = [json.loads((store.verified_artifact(j["key"]) / "transfer.json").read_text())
             for j in store.jobs("done") if j["kind"] == "transfer"]
     if not docs:
         return None, None
-    doc = max(docs, key=lambda d: d["bench"]["ipc"])
+    top = max(d["bench"]["ipc"] for d in docs)
+    docs = [d for d in docs if d["bench"]["ipc"] == top]
+    dataset = docs[0]["test_set"]["dataset"]
+    docs = [d for d in docs if d["test_set"]["dataset"] == dataset]
+    matrices = [transfer_metrics(d, metric="I-RR") for d in docs]
+
+    def cell_mean(mode: str, surrogate: str, victim: str) -> float | None:
+        values = [m[mode][surrogate][victim] for m in matrices
+                  if isinstance(m.get(mode, {}).get(surrogate, {}).get(victim), int | float)]
+        return fmean(values) if values else None
+
+    matrix = {mode: {s: {v: cell_mean(mode, s, v) for v in cells} for s, cells in block.items()}
+              for mode, block in matrices[0].items()}
     entries = None
-    if ADVERSARIAL_SURROGATE in doc["accuracy"]:
-        entries = [(doc["test_set"]["dataset"], victim,
-                    transfer_pair_metrics(doc, ADVERSARIAL_SURROGATE, victim))
-                   for victim in doc["victims"]]
-    return transfer_metrics(doc, metric="I-RR"), entries
+    with_adv = [d for d in docs if ADVERSARIAL_SURROGATE in d["accuracy"]]
+    if with_adv:
+        victims = list(dict.fromkeys(v for d in with_adv for v in d["victims"]))
+        entries = [(dataset, victim, combine_over_seeds(
+                        [transfer_pair_metrics(d, ADVERSARIAL_SURROGATE, victim)
+                         for d in with_adv if victim in d["victims"]]))
+                   for victim in victims]
+    return matrix, entries

@@ -21,7 +21,8 @@ __all__ = ["write_html_report"]
 TABLE_ORDER = (("table1", "White-box robustness (ROME Table 1 layout)"),
                ("table2", "Black-box robustness (ROME Table 2 layout)"),
                ("shift", "Distribution shift (RDD Table 1 layout)"),
-               ("accuracy", "Clean and attacked accuracy"))
+               ("accuracy", "Clean and attacked accuracy"),
+               ("accuracy_per_seed", "Clean and attacked accuracy, per seed"))
 FIGURES = (("curves", "Robustness curves"), ("transfer_heatmap", "Transfer heatmap"))
 
 STYLE = """

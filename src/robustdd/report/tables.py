@@ -199,6 +199,32 @@ def render(table: Table, fmt_name: str) -> str:
 # ---------------------------------------------------------------------------- builders
 
 
+def _cell(value: Any, digits: int) -> str:
+    """A number, or ``mean ± std`` of a value combined over seeds (``{"mean", "std", "n"}``)."""
+    return fmt_stat(value, digits) if isinstance(value, Mapping) else fmt(value, digits)
+
+
+def _seeds_text(rec: Mapping[str, Any]) -> str:
+    seeds = rec.get("seeds")
+    return ", ".join(map(str, seeds)) if seeds else str(rec.get("seed", MISSING))
+
+
+def _models_text(rec: Mapping[str, Any]) -> str:
+    per_seed = rec.get("models_per_seed")
+    if per_seed:
+        return str(per_seed[0]) if len(set(per_seed)) == 1 else "/".join(map(str, per_seed))
+    clean = (rec.get("summary") or {}).get("clean_accuracy") or {}
+    return str(clean.get("n", len(rec.get("models") or [])))
+
+
+def _over_seeds(records: Sequence[Mapping[str, Any]]) -> bool:
+    return any(rec.get("seeds") for rec in records)
+
+
+SEEDS_CAPTION = ("Rows with several seeds: mean ± std (population) over the distillation seeds "
+                 "of each seed's mean over its K models.")
+
+
 def _pooled(metrics: Mapping[str, Any] | None, mode: str, key: str) -> Any:
     """``metrics[mode]["pooled"][key]`` of a :func:`robustdd.metrics.compute_metrics` result."""
     if not isinstance(metrics, Mapping):
@@ -247,7 +273,7 @@ def rome_table1(entries: Sequence[tuple[str, str, Mapping[str, Any] | None]], *,
     rows = []
     for dataset, method, metrics in entries:
         rows.append([dataset_name(dataset), method_name(method),
-                     *[fmt(_pooled(metrics, mode, key), digits)
+                     *[_cell(_pooled(metrics, mode, key), digits)
                        for mode in MODES for key in TABLE1_METRICS]])
     if caption is None:
         caption = ("Robustness of models trained on distilled data under white-box targeted and "
@@ -282,7 +308,7 @@ def rome_table2(entries: Sequence[tuple[str, str, Mapping[str, Mapping[str, Any]
             raise ReportError(f"{method} on {dataset}: unknown black-box attack kind(s) "
                               f"{', '.join(unknown)}; known: {', '.join(TABLE2_KINDS)}")
         rows.append([dataset_name(dataset), method_name(method),
-                     *[fmt(_pooled(kinds.get(kind), mode, metric), digits)
+                     *[_cell(_pooled(kinds.get(kind), mode, metric), digits)
                        for mode in MODES for kind in TABLE2_KINDS]])
         ipc_sets += [(f"{_row_label(dataset, method)} {kind}", _pooled_ipcs(kinds.get(kind)))
                      for kind in TABLE2_KINDS]
@@ -324,24 +350,26 @@ def accuracy_table(records: Sequence[Mapping[str, Any]], *,
     Rows in the given order; cells a record lacks show ``–``.
     """
     labels, shifts = _attack_labels(records), _shift_keys(records)
-    groups = [ColumnGroup("", ("Dataset", "Method", "IPC", "K")),
-              ColumnGroup("Accuracy", ("Clean", *labels))]
+    seeds = _over_seeds(records)
+    keys = ("Dataset", "Method", "IPC", *(("Seeds",) if seeds else ()), "K")
+    groups = [ColumnGroup("", keys), ColumnGroup("Accuracy", ("Clean", *labels))]
     if shifts:
         groups.append(ColumnGroup("Distribution shift", tuple(shifts)))
     rows = []
     for rec in records:
         summary = rec.get("summary") or {}
-        clean = summary.get("clean_accuracy") or {}
-        rows.append([dataset_name(rec.get("dataset")), method_name(rec.get("method")),
-                     ipc_text(rec.get("ipc")), str(clean.get("n", len(rec.get("models") or []))),
-                     fmt_stat(clean, digits),
+        ident = [dataset_name(rec.get("dataset")), method_name(rec.get("method")),
+                 ipc_text(rec.get("ipc"))]
+        rows.append([*ident, *([_seeds_text(rec)] if seeds else []), _models_text(rec),
+                     fmt_stat(summary.get("clean_accuracy"), digits),
                      *[fmt_stat(summary.get(k), digits) for k in (*labels, *shifts)]])
     if caption is None:
         caption = ("Accuracy in percent, mean ± std (population) over K evaluation models; clean "
                    "accuracy on the test subset, attacks on the attack subset; -T marks targeted "
-                   f"attacks. {MISSING} = not measured.")
+                   f"attacks. {MISSING} = not measured."
+                   + (f" {SEEDS_CAPTION}" if seeds else ""))
     return Table(title=title, groups=groups, rows=rows, caption=caption, label="tab:accuracy",
-                 key_columns=4)
+                 key_columns=len(keys))
 
 
 SHIFT_TITLES = {"cluster_min": "Cluster-min", "cluster_mean": "Cluster-mean", "noise": "Noise",
@@ -356,17 +384,21 @@ def rdd_table1(records: Sequence[Mapping[str, Any]], *, digits: int = 2) -> Tabl
     if not shifted:
         raise ReportError("no record has distribution-shift results (evaluate with shift=True)")
     keys = [k for k in SHIFT_TITLES if k in _shift_keys(shifted)]
-    groups = [ColumnGroup("", ("Dataset", "Method", "IPC")),
+    seeds = _over_seeds(shifted)
+    ident = ("Dataset", "Method", "IPC", "Seeds") if seeds else ("Dataset", "Method", "IPC")
+    groups = [ColumnGroup("", ident),
               ColumnGroup("", ("Clean",)),
               ColumnGroup("Distribution shift", tuple(SHIFT_TITLES[k] for k in keys))]
     rows = []
     for rec in shifted:
         summary = rec.get("summary") or {}
         rows.append([dataset_name(rec.get("dataset")), method_name(rec.get("method")),
-                     ipc_text(rec.get("ipc")), fmt_stat(summary.get("clean_accuracy"), digits),
+                     ipc_text(rec.get("ipc")), *([_seeds_text(rec)] if seeds else []),
+                     fmt_stat(summary.get("clean_accuracy"), digits),
                      *[fmt_stat(summary.get(k), digits) for k in keys]])
     caption = ("Accuracy (%) on the clean test subset, on the worst and the mean of 10 KMeans "
                "clusters of the test set, and on its Gaussian-noise, blurred and inverted "
-               "copies (RDD, ICLR 2025); mean ± std over K models.")
+               "copies (RDD, ICLR 2025); mean ± std over K models."
+               + (f" {SEEDS_CAPTION}" if seeds else ""))
     return Table(title="Robustness to distribution shift (RDD Table 1 layout)", groups=groups,
-                 rows=rows, caption=caption, label="tab:shift", key_columns=3)
+                 rows=rows, caption=caption, label="tab:shift", key_columns=len(ident))

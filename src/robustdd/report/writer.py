@@ -1,9 +1,10 @@
 """``write_report``: every table, figure and RobustBench entry for a set of evaluation records.
 
 Records are grouped by (dataset, method, profile); each group's IPCs are pooled by
-:func:`robustdd.metrics.compute_metrics` (BEARD's multi-IPC metrics). White-box attacks feed
-Table 1; query attacks (Square, SPSA) are kept out of it, as BEARD does, and feed the "Query"
-column of Table 2. All files are written atomically.
+:func:`robustdd.metrics.compute_metrics` (BEARD's multi-IPC metrics), seed by seed, and a group
+with several distillation seeds reports mean ± std over them (:mod:`robustdd.report.seeds`).
+White-box attacks feed Table 1; query attacks (Square, SPSA) are kept out of it, as BEARD
+does, and feed the "Query" column of Table 2. All files are written atomically.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from robustdd.report.robustbench import (
     eps_text,
     robustbench_entry,
 )
+from robustdd.report.seeds import combine_over_seeds, merge_seed_records
 from robustdd.report.tables import (
     ColumnGroup,
     Table,
@@ -121,19 +123,29 @@ def _is_query(label: str) -> bool:
 
 def _group_metrics(key: tuple[str, str, str], group: list[dict[str, Any]], *, query: bool,
                    crei_weight: float, t0_rule: str) -> dict[str, Any] | None:
-    """Pooled metrics of one group over its white-box (or query) attacks; None if it has none."""
+    """Pooled metrics of one group over its white-box (or query) attacks; None if it has none.
+    Computed per seed; several seeds are combined into mean ± std (``seeds`` lists them)."""
     labels = {s["label"] for rec in group for s in rec["attacks"]}
     keep = {lab for lab in labels if _is_query(lab) == query}
     if not keep:
         return None
-    try:
-        return compute_metrics(group, crei_weight=crei_weight, t0_rule=t0_rule,
-                               exclude=sorted(labels - keep))
-    except MetricsError as exc:
-        dataset, method, profile = key
-        kind = "query" if query else "white-box"
-        raise ReportError(f"{method} on {dataset} ({profile} profile), {kind} metrics: "
-                          f"{exc}") from None
+    by_seed: dict[str, list[dict[str, Any]]] = {}
+    for rec in group:
+        by_seed.setdefault(str(rec.get("seed")), []).append(rec)
+    per_seed = []
+    for seed, records in by_seed.items():
+        try:
+            per_seed.append(compute_metrics(records, crei_weight=crei_weight, t0_rule=t0_rule,
+                                            exclude=sorted(labels - keep)))
+        except MetricsError as exc:
+            dataset, method, profile = key
+            kind = "query" if query else "white-box"
+            where = f", seed {seed}" if len(by_seed) > 1 else ""
+            raise ReportError(f"{method} on {dataset} ({profile} profile{where}), {kind} "
+                              f"metrics: {exc}") from None
+    if len(per_seed) == 1:
+        return per_seed[0]
+    return {**combine_over_seeds(per_seed), "seeds": list(by_seed), "per_seed": per_seed}
 
 
 # ---------------------------------------------------------------------------- writing
@@ -202,8 +214,10 @@ def write_report(records: Sequence[Mapping[str, Any] | str | Path], out_dir: str
     """Write the report for ``records`` (dicts or JSON paths) into ``out_dir``.
 
     Always: ``table1.<fmt>`` (ROME Table 1, white-box metrics pooled over IPCs),
-    ``accuracy.<fmt>`` (mean ± std accuracies) and ``metrics.json`` (the metrics behind the
-    tables). When any record has curves: ``curves.png/.svg`` (+ ``curves.csv``). When a record
+    ``accuracy.<fmt>`` (mean ± std accuracies; one row per dataset, method, profile and IPC,
+    over seeds where there are several, then also ``accuracy-per-seed.<fmt>``) and
+    ``metrics.json`` (the metrics behind the tables).
+    When any record has curves: ``curves.png/.svg`` (+ ``curves.csv``). When a record
     has an untargeted AutoAttack result: ``robustbench/<method>-<dataset>-ipc<ipc>.json``.
     Table 2 (``table2.<fmt>``) when there are query-attack results in the records,
     ``query_entries`` or ``transfer_entries`` (``(dataset, method, metrics)``, a
@@ -222,6 +236,7 @@ def write_report(records: Sequence[Mapping[str, Any] | str | Path], out_dir: str
     if not loaded:
         raise ReportError("no evaluation records given")
     loaded.sort(key=_record_sort_key)
+    merged = merge_seed_records(loaded)  # also refuses two records of one seed
     out = Path(out_dir)
     written: dict[str, list[Path]] = {}
 
@@ -247,9 +262,14 @@ def write_report(records: Sequence[Mapping[str, Any] | str | Path], out_dir: str
             metrics_doc["query"].append({**ident, "metrics": query})
 
     written["table1"] = _write_table(rome_table1(table1_entries), out / "table1", formats)
-    written["accuracy"] = _write_table(accuracy_table(loaded), out / "accuracy", formats)
+    written["accuracy"] = _write_table(accuracy_table(merged), out / "accuracy", formats)
+    if len(merged) < len(loaded):  # every seed's own row as well
+        written["accuracy_per_seed"] = _write_table(
+            accuracy_table([{**r, "seeds": [r.get("seed")]} for r in loaded],
+                           title="Clean and attacked accuracy (%), per seed"),
+            out / "accuracy-per-seed", formats)
     if any((r.get("shift") or {}).get("tests") for r in loaded):
-        written["shift"] = _write_table(rdd_table1(loaded), out / "shift", formats)
+        written["shift"] = _write_table(rdd_table1(merged), out / "shift", formats)
 
     blackbox: dict[tuple[str, str], dict[str, Mapping[str, Any] | None]] = {}
     for (dataset, row), metrics in derived_query.items():
