@@ -116,6 +116,23 @@ def test_shipped_presets_are_all_tested():
     assert {p.stem for p in (REPO / "presets").glob("*.yaml")} == tested
 
 
+def test_jobs_run_cell_by_cell_in_grid_order(tmp_path):
+    """A run takes the grid cell by cell (IPC, then seed), every method of a cell first, so the
+    cheap cells give complete comparisons before the expensive ones start."""
+    grid = load_grid(_grid(tmp_path, GRID.replace("ipcs: [1]", "ipcs: [2, 1]")))
+    jobs = expand(grid)
+    cells = [(j.spec["ipc"], j.spec["seed"], j.spec["label"], j.kind) for j in jobs]
+    assert cells[:4] == [(2, 0, "random", "distill"), (2, 0, "random", "evaluate"),
+                         (2, 0, "dm", "distill"), (2, 0, "dm", "evaluate")]
+    assert [c[:2] for c in cells[::4]] == [(2, 0), (2, 1), (1, 0), (1, 1)]
+    store = ResultStore(tmp_path / "store")
+    store.register(jobs)
+    claimed = []
+    while (job := store.claim(keys=[j.key for j in jobs if j.kind == "distill"])) is not None:
+        claimed.append(job.key)
+    assert claimed == [j.key for j in jobs if j.kind == "distill"]
+
+
 # --- running and resuming --------------------------------------------------------------------
 
 

@@ -217,36 +217,37 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def expand(grid: GridSpec) -> list[Job]:
-    """The grid's jobs: each distill job followed by its evaluation, then the transfer
-    matrices (each depending on the distill jobs of its dataset, IPC and seed)."""
+    """The grid's jobs, in the order a run takes them: cell by cell (dataset, then IPC from the
+    grid's first, then seed), and in each cell every method's distill job followed by its
+    evaluation, then the cell's transfer matrix (depending on the cell's distill jobs). So the
+    first cells give complete method comparisons early."""
     from robustdd.distill import get_method
 
+    configs = {m.display: get_method(m.name).resolve_config(grid.profile, m.settings())
+               .model_dump() for m in grid.methods}
+    t = grid.transfer
     jobs: list[Job] = []
-    by_cell: dict[tuple[str, int, int], dict[str, str]] = {}
     for dataset in grid.datasets:
-        for m in grid.methods:
-            config = get_method(m.name).resolve_config(grid.profile, m.settings()).model_dump()
-            for ipc in grid.ipcs:
-                for seed in grid.seeds:
+        for ipc in grid.ipcs:
+            for seed in grid.seeds:
+                victims: dict[str, str] = {}
+                for m in grid.methods:
                     d_spec = {"method": m.name, "label": m.display, "settings": m.settings(),
-                              "config": config, "dataset": dataset, "ipc": ipc, "seed": seed,
-                              "profile": grid.profile, "arch": grid.arch}
+                              "config": configs[m.display], "dataset": dataset, "ipc": ipc,
+                              "seed": seed, "profile": grid.profile, "arch": grid.arch}
                     d_key = _key({"kind": "distill", **d_spec, "label": None})
                     jobs.append(Job(d_key, "distill", d_spec))
-                    by_cell.setdefault((dataset, ipc, seed), {})[m.display] = d_key
+                    victims[m.display] = d_key
                     e_spec = {"distill": d_key, "label": m.display, "method": m.name,
                               "dataset": dataset, "ipc": ipc, "seed": seed,
                               "profile": grid.profile,
                               "evaluation": grid.evaluation.model_dump()}
                     e_key = _key({"kind": "evaluate", **e_spec, "label": None})
                     jobs.append(Job(e_key, "evaluate", e_spec, (d_key,)))
-    if grid.transfer is not None:
-        t = grid.transfer
-        for (dataset, ipc, seed), victims in by_cell.items():
-            if t.ipcs is not None and ipc not in t.ipcs:
-                continue
-            t_spec = {"dataset": dataset, "ipc": ipc, "seed": seed, "profile": grid.profile,
-                      "victims": victims, "transfer": t.model_dump()}
-            t_key = _key({"kind": "transfer", **t_spec})
-            jobs.append(Job(t_key, "transfer", t_spec, tuple(victims.values())))
+                if t is not None and (t.ipcs is None or ipc in t.ipcs):
+                    t_spec = {"dataset": dataset, "ipc": ipc, "seed": seed,
+                              "profile": grid.profile, "victims": victims,
+                              "transfer": t.model_dump()}
+                    t_key = _key({"kind": "transfer", **t_spec})
+                    jobs.append(Job(t_key, "transfer", t_spec, tuple(victims.values())))
     return jobs

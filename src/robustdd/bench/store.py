@@ -160,10 +160,11 @@ class ResultStore:
     # -- registration and queries -------------------------------------------------------------
 
     def register(self, jobs: Iterable[Job]) -> int:
-        """Add jobs not yet known (by key); returns how many were new."""
+        """Add jobs not yet known (by key); returns how many were new. Jobs are claimed in
+        the order they were registered (``created``, a microsecond apart within one call)."""
         now = time.time()
         rows = [(j.key, j.kind, json.dumps(j.spec, sort_keys=True), json.dumps(list(j.deps)),
-                 now) for j in jobs]
+                 now + i * 1e-6) for i, j in enumerate(jobs)]
         with self._transaction() as db:
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO jobs (key, kind, spec, deps, status, created) "
