@@ -376,14 +376,22 @@ def test_store_transfer_inputs_combine_the_seeds_at_the_largest_ipc(tmp_path):
                 "attack_seconds": {s: {"pgd": 1.0} for s in surrogates},
                 "surrogates": {s: {"clean_seconds": 0.1} for s in surrogates}}
 
-    docs = {"a": doc(10, 40.0), "b": doc(10, 30.0), "c": doc(1, 5.0)}
-    for key, d in docs.items():
+    docs = {"a": (0, doc(10, 40.0)), "b": (1, doc(10, 30.0)), "c": (0, doc(1, 5.0))}
+    for key, (_, d) in docs.items():
         (tmp_path / key).mkdir()
         (tmp_path / key / "transfer.json").write_text(json.dumps(d))
 
     class FakeStore:
+        root = tmp_path
+
+        def __init__(self, extra=()):
+            self.extra = list(extra)
+
         def jobs(self, status):
-            return [{"kind": "transfer", "key": k} for k in docs]
+            return [{"kind": "transfer", "key": k,
+                     "spec": {"dataset": "cifar10", "profile": "small", "seed": seed,
+                              "ipc": d["bench"]["ipc"]}}
+                    for k, (seed, d) in [*docs.items(), *self.extra]]
 
         def verified_artifact(self, key):
             return tmp_path / key
@@ -397,3 +405,5 @@ def test_store_transfer_inputs_combine_the_seeds_at_the_largest_ipc(tmp_path):
     stat = metrics["untargeted"]["pooled"]["I-RR"]
     assert stat["n"] == 2 and stat["mean"] == pytest.approx(sum(irr) / 2)
     assert stat["std"] == pytest.approx(abs(irr[0] - irr[1]) / 2)
+    with pytest.raises(ValueError, match="two finished transfer jobs"):
+        _transfer_inputs(FakeStore([("a", (1, docs["a"][1]))]))  # a second seed-1 job, IPC 10

@@ -345,18 +345,50 @@ def test_rdd_table1_lists_clean_and_shift_accuracies(tmp_path):
 # ---------------------------------------------------------------------------- over seeds
 
 
-def test_combine_over_seeds_on_hand_values():
-    from robustdd.report.seeds import combine_over_seeds, seed_stat
+def test_combine_metrics_on_hand_values():
+    from robustdd.report.seeds import combine_metrics, seed_stat
 
     assert seed_stat([1.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
-    got = combine_over_seeds([{"a": 1.0, "b": {"c": 10}, "ipcs": ["1"], "note": "x"},
-                              {"a": 3.0, "b": {"c": 20}, "ipcs": ["1"], "note": "y"},
-                              {"a": None, "b": {"c": 30}, "ipcs": ["1"], "note": "x"}])
-    assert got["a"] == {"mean": 2.0, "std": 1.0, "n": 2}  # a seed without the value is skipped
-    assert got["b"]["c"]["mean"] == 20.0 and got["b"]["c"]["n"] == 3
-    assert got["ipcs"] == ["1"] and got["note"] == ["x", "y", "x"]
-    one = {"a": 1.0}
-    assert combine_over_seeds([one]) is one
+    a = compute_metrics([make_record(clean=50.0)])
+    b = compute_metrics([make_record(clean=54.0)])
+    got = combine_metrics([a, b], [0, 1])
+    pooled = got["untargeted"]["pooled"]
+    want = [a["untargeted"]["pooled"]["I-RR"], b["untargeted"]["pooled"]["I-RR"]]
+    assert pooled["I-RR"] == {"mean": fmean(want), "std": pstdev(want), "n": 2}
+    assert pooled["n_attacks"] == a["untargeted"]["pooled"]["n_attacks"]  # counts stay counts
+    assert pooled["ipcs"] == ["10"] and got["settings"] == a["settings"]
+    per_attack = got["untargeted"]["ipc"]["10"]["accuracy"]["pgd"]
+    assert per_attack["n"] == 2 and per_attack["mean"] == pytest.approx(
+        fmean([a["untargeted"]["ipc"]["10"]["accuracy"]["pgd"],
+               b["untargeted"]["ipc"]["10"]["accuracy"]["pgd"]]))
+    assert got["seeds"] == [0, 1] and got["per_seed"] == [a, b]
+    c = compute_metrics([make_record(ipc=1), make_record(ipc=10)])
+    with pytest.raises(ReportError, match="different IPCs"):
+        combine_metrics([a, c], [0, 1])
+
+
+def test_distillation_seed_names_the_record():
+    from robustdd.report.seeds import distill_seed
+
+    rec = make_record(seed=0)
+    assert distill_seed(rec) == 0
+    rec["distilled"]["meta"] = {"seed": 7}  # evaluated with seed 0, distilled with seed 7
+    assert distill_seed(rec) == 7
+
+
+def test_seeds_missing_an_ipc_are_pooled_over_the_ipcs_all_seeds_have(tmp_path):
+    recs = [make_record("dm", ipc=1, seed=0), make_record("dm", ipc=10, seed=0),
+            make_record("dm", ipc=10, seed=1, clean=50.0)]
+    write_report(recs, tmp_path, formats=("md",))
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    m = doc["white_box"][0]["metrics"]
+    assert m["untargeted"]["pooled"]["ipcs"] == ["10"] and m["seeds"] == [0, 1]
+    assert "IPC {10}" in (tmp_path / "table1.md").read_text()
+    # one record per IPC (any seeds): pooled over the IPCs as one run, as before
+    single = [make_record("dm", ipc=1, seed=0), make_record("dm", ipc=10, seed=1)]
+    write_report(single, tmp_path / "b", formats=("md",))
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())["white_box"][0]["metrics"]
+    assert m["untargeted"]["pooled"]["ipcs"] == ["1", "10"] and "seeds" not in m
 
 
 def test_report_over_three_seeds_gives_mean_and_std_of_per_seed_results(tmp_path):
@@ -382,12 +414,14 @@ def test_report_over_three_seeds_gives_mean_and_std_of_per_seed_results(tmp_path
     assert table1[1][col] == f"{fmean(rr):.2f} ± {pstdev(rr):.2f}"
     doc = json.loads((tmp_path / "metrics.json").read_text())
     entry = doc["white_box"][0]["metrics"]
-    assert entry["seeds"] == ["0", "1", "2"] and len(entry["per_seed"]) == 3
+    assert entry["seeds"] == [0, 1, 2] and len(entry["per_seed"]) == 3
+    assert "over the distillation seeds" in (tmp_path / "table1.md").read_text()
 
 
 def test_report_refuses_two_records_of_one_seed(tmp_path):
     recs = [make_record("dm", seed=0), make_record("dm", seed=0, clean=40.0)]
-    with pytest.raises(ReportError, match="more than one evaluation record for seed 0"):
+    with pytest.raises(ReportError, match="more than one evaluation record for distillation "
+                                          "seed 0"):
         write_report(recs, tmp_path)
 
 

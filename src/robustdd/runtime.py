@@ -66,8 +66,9 @@ def _read_git_revision() -> str | None:
     return rev + ("-dirty" if dirty else "")
 
 
-# Read once, when robustdd is imported: a long run records the checkout its code came from,
-# not whatever the working tree holds when a record is finally written.
+# Read once, when robustdd is first imported: a long run records the checkout it started from,
+# not whatever the working tree holds when a record is finally written (modules imported
+# lazily later still come from the tree of that later moment).
 _REVISION_AT_IMPORT = _read_git_revision()
 
 

@@ -57,8 +57,10 @@ def store_report(store: ResultStore, out: str | Path) -> tuple[Path, int]:
 
 def _transfer_inputs(store: ResultStore) -> tuple[dict | None, list | None]:
     """The heatmap matrix (I-RR) and Table 2 transfer entries of the store's finished transfer
-    jobs at the largest IPC (ROME reports IPC 50). Several seeds (of one dataset) are combined:
-    the heatmap shows each cell's mean over them, Table 2 mean ± std."""
+    jobs at the largest IPC (ROME reports IPC 50), for the dataset and profile of the first
+    such job. Several seeds are combined: the heatmap shows each cell's mean over them, Table 2
+    mean ± std. Two finished transfer jobs of one seed (e.g. two transfer configurations in one
+    store) are refused."""
     import json
     from statistics import fmean
 
@@ -67,16 +69,27 @@ def _transfer_inputs(store: ResultStore) -> tuple[dict | None, list | None]:
         transfer_metrics,
         transfer_pair_metrics,
     )
-    from robustdd.report.seeds import combine_over_seeds
+    from robustdd.report.seeds import combine_metrics
 
-    docs = [json.loads((store.verified_artifact(j["key"]) / "transfer.json").read_text())
-            for j in store.jobs("done") if j["kind"] == "transfer"]
-    if not docs:
+    jobs = [j for j in store.jobs("done") if j["kind"] == "transfer"]
+    if not jobs:
         return None, None
-    top = max(d["bench"]["ipc"] for d in docs)
-    docs = [d for d in docs if d["bench"]["ipc"] == top]
-    dataset = docs[0]["test_set"]["dataset"]
-    docs = [d for d in docs if d["test_set"]["dataset"] == dataset]
+    top = max(j["spec"]["ipc"] for j in jobs)
+    first = next(j["spec"] for j in jobs if j["spec"]["ipc"] == top)
+    cell = (first["dataset"], first["profile"], top)
+    by_seed: dict[int, dict] = {}
+    for j in jobs:
+        s = j["spec"]
+        if (s["dataset"], s["profile"], s["ipc"]) != cell:
+            continue
+        if s["seed"] in by_seed:
+            raise ValueError(f"{store.root}: two finished transfer jobs for {cell[0]}, "
+                             f"{cell[1]} profile, IPC {top}, seed {s['seed']} (different "
+                             "transfer settings); report them from separate stores")
+        by_seed[s["seed"]] = json.loads((store.verified_artifact(j["key"]) / "transfer.json")
+                                        .read_text())
+    seeds = sorted(by_seed)
+    docs = [by_seed[s] for s in seeds]
     matrices = [transfer_metrics(d, metric="I-RR") for d in docs]
 
     def cell_mean(mode: str, surrogate: str, victim: str) -> float | None:
@@ -84,14 +97,23 @@ def _transfer_inputs(store: ResultStore) -> tuple[dict | None, list | None]:
                   if isinstance(m.get(mode, {}).get(surrogate, {}).get(victim), int | float)]
         return fmean(values) if values else None
 
-    matrix = {mode: {s: {v: cell_mean(mode, s, v) for v in cells} for s, cells in block.items()}
-              for mode, block in matrices[0].items()}
+    cells: dict[str, dict[str, list[str]]] = {}
+    for m in matrices:
+        for mode, block in m.items():
+            for s, row in block.items():
+                names = cells.setdefault(mode, {}).setdefault(s, [])
+                names += [v for v in row if v not in names]
+    matrix = {mode: {s: {v: cell_mean(mode, s, v) for v in vs} for s, vs in block.items()}
+              for mode, block in cells.items()}
     entries = None
-    with_adv = [d for d in docs if ADVERSARIAL_SURROGATE in d["accuracy"]]
+    with_adv = [(s, d) for s, d in zip(seeds, docs, strict=True)
+                if ADVERSARIAL_SURROGATE in d["accuracy"]]
     if with_adv:
-        victims = list(dict.fromkeys(v for d in with_adv for v in d["victims"]))
-        entries = [(dataset, victim, combine_over_seeds(
-                        [transfer_pair_metrics(d, ADVERSARIAL_SURROGATE, victim)
-                         for d in with_adv if victim in d["victims"]]))
-                   for victim in victims]
+        victims = list(dict.fromkeys(v for _, d in with_adv for v in d["victims"]))
+        entries = []
+        for victim in victims:
+            have = [(s, d) for s, d in with_adv if victim in d["victims"]]
+            per_seed = [transfer_pair_metrics(d, ADVERSARIAL_SURROGATE, victim) for _, d in have]
+            entries.append((cell[0], victim, per_seed[0] if len(per_seed) == 1 else
+                            combine_metrics(per_seed, [s for s, _ in have])))
     return matrix, entries

@@ -225,6 +225,14 @@ SEEDS_CAPTION = ("Rows with several seeds: mean ± std (population) over the dis
                  "of each seed's mean over its K models.")
 
 
+SEEDS_METRICS_CAPTION = ("Cells with ± are mean ± std (population) over the distillation "
+                         "seeds of the metric computed seed by seed.")
+
+
+def _any_seeds(metrics: Iterable[Mapping[str, Any] | None]) -> bool:
+    return any(isinstance(m, Mapping) and m.get("seeds") for m in metrics)
+
+
 def _pooled(metrics: Mapping[str, Any] | None, mode: str, key: str) -> Any:
     """``metrics[mode]["pooled"][key]`` of a :func:`robustdd.metrics.compute_metrics` result."""
     if not isinstance(metrics, Mapping):
@@ -281,7 +289,8 @@ def rome_table1(entries: Sequence[tuple[str, str, Mapping[str, Any] | None]], *,
                    "I-CREI (ROME), pooled over "
                    + _ipc_phrase((_row_label(d, m), _pooled_ipcs(x)) for d, m, x in entries)
                    + ". Higher is more "
-                   f"robust; {MISSING} = not measured.")
+                   f"robust; {MISSING} = not measured."
+                   + (f" {SEEDS_METRICS_CAPTION}" if _any_seeds(x for *_, x in entries) else ""))
     return Table(title=title, groups=groups, rows=rows, caption=caption, label="tab:whitebox",
                  key_columns=2)
 
@@ -317,7 +326,9 @@ def rome_table2(entries: Sequence[tuple[str, str, Mapping[str, Mapping[str, Any]
         caption = (f"{metric} of models trained on distilled data under targeted and untargeted "
                    "black-box attacks (layout of ROME Table 2): transfer attacks crafted on a "
                    "surrogate model, and query attacks (Square, SPSA) on the model itself; "
-                   "pooled over " + _ipc_phrase(ipc_sets) + f". {MISSING} = not measured.")
+                   "pooled over " + _ipc_phrase(ipc_sets) + f". {MISSING} = not measured."
+                   + (f" {SEEDS_METRICS_CAPTION}"
+                      if _any_seeds(m for *_, kinds in entries for m in kinds.values()) else ""))
     return Table(title=title, groups=groups, rows=rows, caption=caption, label="tab:blackbox",
                  key_columns=2)
 

@@ -36,7 +36,7 @@ from robustdd.report.robustbench import (
     eps_text,
     robustbench_entry,
 )
-from robustdd.report.seeds import combine_over_seeds, merge_seed_records
+from robustdd.report.seeds import combine_metrics, distill_seed, merge_seed_records
 from robustdd.report.tables import (
     ColumnGroup,
     Table,
@@ -124,28 +124,44 @@ def _is_query(label: str) -> bool:
 def _group_metrics(key: tuple[str, str, str], group: list[dict[str, Any]], *, query: bool,
                    crei_weight: float, t0_rule: str) -> dict[str, Any] | None:
     """Pooled metrics of one group over its white-box (or query) attacks; None if it has none.
-    Computed per seed; several seeds are combined into mean ± std (``seeds`` lists them)."""
+
+    With one record per IPC the IPCs are pooled in one call. With several distillation seeds,
+    each seed's records are pooled over the IPCs *every* seed has (a seed missing an IPC, e.g.
+    mid-run, does not skew the others; the pooled ``ipcs`` say which), then combined into
+    mean ± std (:func:`~robustdd.report.seeds.combine_metrics`)."""
     labels = {s["label"] for rec in group for s in rec["attacks"]}
     keep = {lab for lab in labels if _is_query(lab) == query}
     if not keep:
         return None
-    by_seed: dict[str, list[dict[str, Any]]] = {}
-    for rec in group:
-        by_seed.setdefault(str(rec.get("seed")), []).append(rec)
-    per_seed = []
-    for seed, records in by_seed.items():
+    dataset, method, profile = key
+    kind = "query" if query else "white-box"
+
+    def metrics(records: list[dict[str, Any]], where: str = "") -> dict[str, Any]:
         try:
-            per_seed.append(compute_metrics(records, crei_weight=crei_weight, t0_rule=t0_rule,
-                                            exclude=sorted(labels - keep)))
+            return compute_metrics(records, crei_weight=crei_weight, t0_rule=t0_rule,
+                                   exclude=sorted(labels - keep))
         except MetricsError as exc:
-            dataset, method, profile = key
-            kind = "query" if query else "white-box"
-            where = f", seed {seed}" if len(by_seed) > 1 else ""
             raise ReportError(f"{method} on {dataset} ({profile} profile{where}), {kind} "
                               f"metrics: {exc}") from None
-    if len(per_seed) == 1:
-        return per_seed[0]
-    return {**combine_over_seeds(per_seed), "seeds": list(by_seed), "per_seed": per_seed}
+
+    ipcs = [str(rec.get("ipc")) for rec in group]
+    if len(set(ipcs)) == len(ipcs):
+        return metrics(group)
+    by_seed: dict[Any, list[dict[str, Any]]] = {}
+    for rec in group:
+        by_seed.setdefault(distill_seed(rec), []).append(rec)
+    common = set.intersection(*({str(r.get("ipc")) for r in recs} for recs in by_seed.values()))
+    if not common:
+        raise ReportError(f"{method} on {dataset} ({profile} profile), {kind} metrics: the "
+                          "seeds share no IPC, so there is nothing to combine over seeds")
+    seeds = sorted(by_seed, key=lambda s: (0, s) if isinstance(s, int) else (1, str(s)))
+    per_seed = [metrics([r for r in by_seed[s] if str(r.get("ipc")) in common], f", seed {s}")
+                for s in seeds]
+    try:
+        return combine_metrics(per_seed, seeds)
+    except ReportError as exc:
+        raise ReportError(f"{method} on {dataset} ({profile} profile), {kind} metrics: "
+                          f"{exc}") from None
 
 
 # ---------------------------------------------------------------------------- writing
