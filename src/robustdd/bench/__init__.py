@@ -90,21 +90,17 @@ def _transfer_inputs(store: ResultStore) -> tuple[dict | None, list | None]:
                                         .read_text())
     seeds = sorted(by_seed)
     docs = [by_seed[s] for s in seeds]
-    matrices = [transfer_metrics(d, metric="I-RR") for d in docs]
-
-    def cell_mean(mode: str, surrogate: str, victim: str) -> float | None:
-        values = [m[mode][surrogate][victim] for m in matrices
-                  if isinstance(m.get(mode, {}).get(surrogate, {}).get(victim), int | float)]
-        return fmean(values) if values else None
-
-    cells: dict[str, dict[str, list[str]]] = {}
-    for m in matrices:
-        for mode, block in m.items():
+    values: dict[str, dict[str, dict[str, list[float]]]] = {}  # mode → surrogate → victim
+    for doc in docs:
+        for mode, block in transfer_metrics(doc, metric="I-RR").items():
             for s, row in block.items():
-                names = cells.setdefault(mode, {}).setdefault(s, [])
-                names += [v for v in row if v not in names]
-    matrix = {mode: {s: {v: cell_mean(mode, s, v) for v in vs} for s, vs in block.items()}
-              for mode, block in cells.items()}
+                for v, x in row.items():
+                    seen = values.setdefault(mode, {}).setdefault(s, {}).setdefault(v, [])
+                    if isinstance(x, int | float):
+                        seen.append(x)
+    matrix = {mode: {s: {v: fmean(xs) if xs else None for v, xs in row.items()}
+                     for s, row in block.items()}
+              for mode, block in values.items()}
     entries = None
     with_adv = [(s, d) for s, d in zip(seeds, docs, strict=True)
                 if ADVERSARIAL_SURROGATE in d["accuracy"]]

@@ -16,12 +16,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from statistics import fmean
+from statistics import fmean, pstdev
 from typing import Any
 
 from robustdd.report._common import ReportError
 
-__all__ = ["combine_metrics", "distill_seed", "merge_seed_records", "seed_stat"]
+__all__ = ["combine_metrics", "distill_seed", "merge_seed_records", "seed_sort_key", "seed_stat"]
 
 #: The measured values of a compute_metrics block that are combined over seeds; per-attack
 #: mappings are combined attack by attack. Everything else (counts, IPC lists, settings) must
@@ -35,9 +35,7 @@ def seed_stat(values: Sequence[float]) -> dict[str, float | int]:
     """``{"mean", "std", "n"}`` of per-seed values (population std; 0 for one seed)."""
     if not values:
         raise ValueError("no values to summarise")
-    mean = fmean(values)
-    std = math.sqrt(fmean([(v - mean) ** 2 for v in values]))
-    return {"mean": mean, "std": std, "n": len(values)}
+    return {"mean": fmean(values), "std": pstdev(values), "n": len(values)}
 
 
 def _is_number(value: Any) -> bool:
@@ -98,7 +96,8 @@ def combine_metrics(per_seed: Sequence[Mapping[str, Any]], seeds: Sequence[Any]
     return out
 
 
-def _seed_key(seed: Any) -> tuple[int, Any]:
+def seed_sort_key(seed: Any) -> tuple[int, Any]:
+    """Sort key for seeds: integers in numeric order, then anything else as text."""
     return (0, seed) if isinstance(seed, int) else (1, str(seed))
 
 
@@ -148,7 +147,7 @@ def merge_seed_records(records: Sequence[Mapping[str, Any]]) -> list[dict[str, A
             shift = next(r["shift"] for r in group if (r.get("shift") or {}).get("tests"))
             first["shift"] = {**shift, "tests": tests}
         first["summary"] = _summary_over_seeds(group)
-        order = sorted(range(len(group)), key=lambda i: _seed_key(seeds[i]))
+        order = sorted(range(len(group)), key=lambda i: seed_sort_key(seeds[i]))
         first["seeds"] = [seeds[i] for i in order]
         first["models_per_seed"] = [len(group[i].get("models") or []) for i in order]
         first["models"] = [m for i in order for m in (group[i].get("models") or [])]

@@ -36,7 +36,12 @@ from robustdd.report.robustbench import (
     eps_text,
     robustbench_entry,
 )
-from robustdd.report.seeds import combine_metrics, distill_seed, merge_seed_records
+from robustdd.report.seeds import (
+    combine_metrics,
+    distill_seed,
+    merge_seed_records,
+    seed_sort_key,
+)
 from robustdd.report.tables import (
     ColumnGroup,
     Table,
@@ -154,7 +159,7 @@ def _group_metrics(key: tuple[str, str, str], group: list[dict[str, Any]], *, qu
     if not common:
         raise ReportError(f"{method} on {dataset} ({profile} profile), {kind} metrics: the "
                           "seeds share no IPC, so there is nothing to combine over seeds")
-    seeds = sorted(by_seed, key=lambda s: (0, s) if isinstance(s, int) else (1, str(s)))
+    seeds = sorted(by_seed, key=seed_sort_key)
     per_seed = [metrics([r for r in by_seed[s] if str(r.get("ipc")) in common], f", seed {s}")
                 for s in seeds]
     try:
