@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,6 +161,26 @@ def test_corrupt_artifact_is_refused(one_thread, tmp_path):
     path.write_text(path.read_text().replace('"seed"', '"seeD"', 1))
     with pytest.raises(CorruptDataError, match="checksum mismatch"):
         store.verified_artifact(key)
+
+
+def test_status_tells_orphaned_running_jobs_from_live_ones(tmp_path):
+    """A job whose worker died still reads "running" in the index; status counts it as
+    orphaned (and the next run reclaims it), while a live worker's job is left alone."""
+    grid = load_grid(_grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")))
+    store_dir = tmp_path / "store"
+    store = ResultStore(store_dir)
+    store.register(expand(grid))
+    live = store.claim("otherhost:1")  # another host: alive while its heartbeat is fresh
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = store.claim(f"{socket.gethostname()}:{gone.pid}")
+    assert live is not None and dead is not None and live.key != dead.key
+    assert store.orphaned_keys() == [dead.key]
+    assert set(ResultStore(store_dir, lease=0.0).orphaned_keys()) == {live.key, dead.key}
+    status = CliRunner().invoke(app, ["bench", "status", "--store", str(store_dir), "--json"])
+    assert json.loads(status.output)["running"] == 2
+    assert json.loads(status.output)["orphaned"] == 1
+    assert store.claim("otherhost:2").key == dead.key  # reclaimed, the live one is not
 
 
 def test_a_crash_between_publish_and_commit_is_adopted_not_redone(one_thread, tmp_path):

@@ -345,7 +345,8 @@ def bench_run(
 @bench_app.command("status")
 def bench_status(store: Path = typer.Option(..., help="Result store directory."),
                  json_out: bool = typer.Option(False, "--json")) -> None:
-    """Jobs per status, and why failed jobs failed."""
+    """Jobs per status (running jobs whose worker is gone counted as orphaned), and why failed
+    jobs failed."""
     import json
 
     from robustdd.bench import ResultStore
@@ -354,16 +355,22 @@ def bench_status(store: Path = typer.Option(..., help="Result store directory.")
         raise ValueError(f"{store}: no result store here (run `robustdd bench run` first)")
     rs = ResultStore(store)
     counts = rs.status_counts()
+    orphaned = len(rs.orphaned_keys())
     failed = [{"key": j["key"], "kind": j["kind"], "label": j["spec"].get("label"),
                "ipc": j["spec"].get("ipc"), "error": j["error"]} for j in rs.jobs("failed")]
     if json_out:
-        print(json.dumps({**counts, "failures": failed}))
+        print(json.dumps({**counts, "orphaned": orphaned, "failures": failed}))
         return
     table = Table(title=f"store {store}")
     for col in ("pending", "running", "done", "failed"):
         table.add_column(col)
-    table.add_row(*(str(counts[c]) for c in ("pending", "running", "done", "failed")))
+    running = f"{counts['running']} ({orphaned} orphaned)" if orphaned else str(counts["running"])
+    table.add_row(str(counts["pending"]), running, str(counts["done"]), str(counts["failed"]))
     console.print(table)
+    if orphaned:
+        console.print(f"{orphaned} running job(s) have lost their worker (process gone or no "
+                      "heartbeat within the lease); the next `bench run` of their grid "
+                      "reclaims them.")
     for f in failed:
         console.print(f"[red]failed[/red] {f['kind']} {f['label']} IPC {f['ipc']}: {f['error']}")
 

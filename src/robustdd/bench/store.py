@@ -182,6 +182,19 @@ class ResultStore:
                 counts[status] += 1
         return counts
 
+    def _orphaned(self, worker: str | None, beat: float | None, now: float) -> bool:
+        """Whether a running job's worker is gone (dead process here, or no recent heartbeat)."""
+        return not _alive(worker) or beat is None or now - beat >= self.lease
+
+    def orphaned_keys(self) -> list[str]:
+        """Running jobs whose worker is gone; the next ``bench run`` of their grid reclaims
+        them."""
+        now = time.time()
+        with self._connect() as db:
+            rows = db.execute("SELECT key, worker, heartbeat FROM jobs WHERE status = 'running' "
+                              "ORDER BY created, key").fetchall()
+        return [key for key, worker, beat in rows if self._orphaned(worker, beat, now)]
+
     def jobs(self, status: str | None = None) -> list[dict[str, Any]]:
         """Every job (optionally of one status) as a dict."""
         query = "SELECT key, kind, spec, deps, status, worker, attempts, sha256, error, " \
@@ -239,8 +252,7 @@ class ResultStore:
                     continue
                 if any(status.get(d) != "done" for d in deps):
                     continue
-                if st == "running" and _alive(owner) and beat is not None \
-                        and now - beat < self.lease:
+                if st == "running" and not self._orphaned(owner, beat, now):
                     continue
                 db.execute("UPDATE jobs SET status = 'running', worker = ?, heartbeat = ?, "
                            "attempts = attempts + 1 WHERE key = ?", (worker, now, key))
