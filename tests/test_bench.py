@@ -22,6 +22,7 @@ from robustdd.bench import (
     GridError,
     ResultStore,
     expand,
+    export_records,
     load_grid,
     run_grid,
     store_records,
@@ -428,3 +429,43 @@ def test_store_transfer_inputs_combine_the_seeds_at_the_largest_ipc(tmp_path):
     assert stat["std"] == pytest.approx(abs(irr[0] - irr[1]) / 2)
     with pytest.raises(ValueError, match="two finished transfer jobs"):
         _transfer_inputs(FakeStore([("a", (1, docs["a"][1]))]))  # a second seed-1 job, IPC 10
+
+
+def test_export_writes_readable_names_and_never_clobbers(one_thread, tmp_path):
+    one_seed = GRID.replace("seeds: [0, 1]", "seeds: [0]")
+    grid = _grid(tmp_path, one_seed)
+    store = tmp_path / "store"
+    run_grid(load_grid(grid), store, device="cpu")
+    runner = CliRunner()
+    out = tmp_path / "records"
+    res = runner.invoke(app, ["bench", "export", "--store", str(store), "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["dm-digits-ipc1-smoke-s0.json", "random-digits-ipc1-smoke-s0.json"]
+    rs = ResultStore(store)
+    (dm_eval,) = [j for j in rs.jobs("done") if j["kind"] == "evaluate"
+                  and j["spec"]["label"] == "dm"]
+    assert ((out / names[0]).read_bytes()
+            == (rs.artifact_path(dm_eval["key"]) / "record.json").read_bytes())
+    again = runner.invoke(app, ["bench", "export", "--store", str(store), "--out", str(out)])
+    assert "0 written, 2 unchanged" in again.output
+    # A file edited by hand is refused, not replaced, unless --overwrite.
+    (out / names[0]).write_text("{}")
+    clash = runner.invoke(app, ["bench", "export", "--store", str(store), "--out", str(out)])
+    assert clash.exit_code != 0 and "other content" in str(clash.exception)
+    assert (out / names[0]).read_text() == "{}"
+    forced = runner.invoke(app, ["bench", "export", "--store", str(store), "--out", str(out),
+                                 "--overwrite"])
+    assert "1 written, 1 unchanged" in forced.output
+    # A second evaluation of the same cells (other settings) gets key-suffixed names, and
+    # --grid limits the export to one grid's jobs.
+    other = _grid(tmp_path, one_seed.replace("epochs: 2", "epochs: 3"), "other.yaml")
+    run_grid(load_grid(other), store, device="cpu")
+    both = tmp_path / "both"
+    export_records(rs, both)
+    assert len(list(both.glob("dm-digits-ipc1-smoke-s0-*.json"))) == 2
+    only = runner.invoke(app, ["bench", "export", "--store", str(store), "--out",
+                               str(tmp_path / "only"), "--grid", str(other)])
+    assert only.exit_code == 0, only.output + repr(only.exception)
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == names
+    assert json.loads((tmp_path / "only" / names[0]).read_text())["protocol"]["epochs"] == 3

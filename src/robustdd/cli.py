@@ -386,6 +386,24 @@ def bench_report(store: Path = typer.Option(..., help="Result store directory.")
     console.print(f"{n} records → {out} (open {page})")
 
 
+@bench_app.command("export")
+def bench_export(store: Path = typer.Option(..., help="Result store directory."),
+                 out: Path = typer.Option(..., help="Folder for the record files."),
+                 grid: Path | None = typer.Option(None, help="Only this grid's jobs."),
+                 overwrite: bool = typer.Option(False, help="Replace files in OUT that hold "
+                                                "other content.")) -> None:
+    """Copy finished evaluation records and transfer matrices out of the store under readable
+    names (<label>-<dataset>-ipc<N>-<profile>-s<seed>[-<suite>].json), checksums verified."""
+    from robustdd.bench import ResultStore, expand, export_records, load_grid
+
+    if not (store / "index.sqlite").is_file():
+        raise ValueError(f"{store}: no result store here (run `robustdd bench run` first)")
+    keys = None if grid is None else [j.key for j in expand(load_grid(grid))]
+    outcome = export_records(ResultStore(store), out, keys=keys, overwrite=overwrite)
+    console.print(f"{len(outcome['written'])} written, {len(outcome['unchanged'])} unchanged "
+                  f"→ {out}")
+
+
 def main() -> None:
     """Entry point: run the app, turning robustdd's own errors into one clear line."""
     try:

@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
+from robustdd.bench.export import export_records
 from robustdd.bench.grid import GridError, GridSpec, Job, expand, load_grid
 from robustdd.bench.runner import EXECUTORS, run_grid
 from robustdd.bench.store import ResultStore
 
-__all__ = ["EXECUTORS", "GridError", "GridSpec", "Job", "ResultStore", "expand", "load_grid",
-           "run_grid", "store_records", "store_report"]
+__all__ = ["EXECUTORS", "GridError", "GridSpec", "Job", "ResultStore", "expand",
+           "export_records", "load_grid", "run_grid", "store_records", "store_report"]
 
 
 def store_records(store: ResultStore) -> list[dict]:
