@@ -117,6 +117,10 @@ def test_adversarially_trained_model_is_cached_and_corrupt_cache_retrains(
     assert (info["from_cache"], info2["from_cache"]) == (False, True)
     for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    # Naming the dataset's default arch explicitly is the same network, found in the cache.
+    _, named = adversarially_trained_model(train, cfg.model_copy(update={"arch": "convnetd2"}),
+                                           seed=0, cache=tmp_path)
+    assert named["from_cache"] and named["cache_key"] == info["cache_key"]
     _, info_seed = adversarially_trained_model(train, cfg, seed=1, cache=tmp_path)
     assert info_seed["from_cache"] is False and info_seed["cache_key"] != info["cache_key"]
     weights = tmp_path / "robust-nets" / f"{info['cache_key']}.safetensors"

@@ -160,7 +160,10 @@ def _cache_key(train: ImageDataset, config: AdversarialTrainingConfig, seed: int
                arch: str) -> str:
     digest = hashlib.sha256(train.images.contiguous().numpy().tobytes())
     digest.update(train.labels.numpy().tobytes())
-    ident = json.dumps({"config": config.model_dump(), "seed": seed, "arch": arch,
+    # The arch left to the dataset's default and the same arch named explicitly are one network
+    # (ROME names it, the transfer surrogate does not): key on the resolved name.
+    resolved = config.model_copy(update={"arch": arch}).model_dump()
+    ident = json.dumps({"config": resolved, "seed": seed, "arch": arch,
                         "data": digest.hexdigest()}, sort_keys=True)
     return f"{train.name}-{arch}-{hashlib.sha256(ident.encode()).hexdigest()[:20]}"
 
