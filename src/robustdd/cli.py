@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
@@ -11,6 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from robustdd.errors import RobustDDError
+
+if TYPE_CHECKING:
+    from robustdd.bench import ResultStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarially robust dataset distillation: distill, evaluate, attack.")
@@ -342,6 +345,15 @@ def bench_run(
         raise SystemExit(1)
 
 
+def _existing_store(store: Path) -> ResultStore:
+    """Open the result store at ``store``, refusing a folder that holds none."""
+    from robustdd.bench import ResultStore
+
+    if not (store / "index.sqlite").is_file():
+        raise ValueError(f"{store}: no result store here (run `robustdd bench run` first)")
+    return ResultStore(store)
+
+
 @bench_app.command("status")
 def bench_status(store: Path = typer.Option(..., help="Result store directory."),
                  json_out: bool = typer.Option(False, "--json")) -> None:
@@ -349,11 +361,7 @@ def bench_status(store: Path = typer.Option(..., help="Result store directory.")
     jobs failed."""
     import json
 
-    from robustdd.bench import ResultStore
-
-    if not (store / "index.sqlite").is_file():
-        raise ValueError(f"{store}: no result store here (run `robustdd bench run` first)")
-    rs = ResultStore(store)
+    rs = _existing_store(store)
     counts = rs.status_counts()
     orphaned = len(rs.orphaned_keys())
     failed = [{"key": j["key"], "kind": j["kind"], "label": j["spec"].get("label"),
@@ -394,12 +402,11 @@ def bench_export(store: Path = typer.Option(..., help="Result store directory.")
                                                 "other content.")) -> None:
     """Copy finished evaluation records and transfer matrices out of the store under readable
     names (<label>-<dataset>-ipc<N>-<profile>-s<seed>[-<suite>].json), checksums verified."""
-    from robustdd.bench import ResultStore, expand, export_records, load_grid
+    from robustdd.bench import expand, export_records, load_grid
 
-    if not (store / "index.sqlite").is_file():
-        raise ValueError(f"{store}: no result store here (run `robustdd bench run` first)")
+    rs = _existing_store(store)
     keys = None if grid is None else [j.key for j in expand(load_grid(grid))]
-    outcome = export_records(ResultStore(store), out, keys=keys, overwrite=overwrite)
+    outcome = export_records(rs, out, keys=keys, overwrite=overwrite)
     console.print(f"{len(outcome['written'])} written, {len(outcome['unchanged'])} unchanged "
                   f"→ {out}")
 

@@ -9,19 +9,20 @@ verified on the way out. An existing file with other content is never overwritte
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from robustdd.bench.store import ResultStore
 from robustdd.errors import RobustDDError
+from robustdd.runtime import open_atomic
 
 __all__ = ["ExportClashError", "export_name", "export_records"]
 
 
 class ExportClashError(RobustDDError, FileExistsError):
     """An export would replace files that hold other content."""
+
 
 _ARTIFACT = {"evaluate": "record.json", "transfer": "transfer.json"}
 
@@ -51,27 +52,26 @@ def export_records(store: ResultStore, out: str | Path, *, keys: Iterable[str] |
     names: dict[str, list[dict]] = {}
     for job in jobs:
         names.setdefault(export_name(job["kind"], job["spec"]), []).append(job)
-    plan: list[tuple[Path, bytes]] = []
+    plan: list[tuple[Path, bytes, bool | None]] = []  # (path, bytes, same as on disk / absent)
     for name, group in sorted(names.items()):
         for job in group:
             stem = name if len(group) == 1 else f"{name}-{job['key'][:8]}"
-            source = store.verified_artifact(job["key"]) / _ARTIFACT[job["kind"]]
-            plan.append((Path(out) / f"{stem}.json", source.read_bytes()))
-    clashes = [p for p, data in plan if p.exists() and p.read_bytes() != data]
+            data = (store.verified_artifact(job["key"]) / _ARTIFACT[job["kind"]]).read_bytes()
+            path = Path(out) / f"{stem}.json"
+            plan.append((path, data, path.read_bytes() == data if path.exists() else None))
+    clashes = [path for path, _, same in plan if same is False]
     if clashes and not overwrite:
         shown = ", ".join(p.name for p in clashes[:5]) + (" ..." if len(clashes) > 5 else "")
         raise ExportClashError(f"{out}: {len(clashes)} file(s) already exist with other content "
-                              f"({shown}); pass overwrite=True (CLI: --overwrite) to replace "
-                              "them, or export into an empty folder")
+                               f"({shown}); pass overwrite=True (CLI: --overwrite) to replace "
+                               "them, or export into an empty folder")
     outcome: dict[str, list[Path]] = {"written": [], "unchanged": []}
     Path(out).mkdir(parents=True, exist_ok=True)
-    for path, data in plan:
-        if path.exists() and path.read_bytes() == data:
+    for path, data, same in plan:
+        if same:
             outcome["unchanged"].append(path)
             continue
-        json.loads(data)  # a verified artifact is JSON; fail before writing if it is not
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        with open_atomic(path, "wb") as fh:
+            fh.write(data)
         outcome["written"].append(path)
     return outcome
