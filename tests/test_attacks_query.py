@@ -115,3 +115,5 @@ def test_suites_are_well_formed():
     assert beard["pgd"].step_size == pytest.approx(2 / 255)  # not BEARD's 2/225 typo
     assert beard["pgd-l2"].eps == pytest.approx(128 / 255)
     assert all(s.eps == pytest.approx(1 / 255) for s in suite("guard") if s.name != "cw")
+    assert suite("guard-no-aa") == [s for s in suite("guard") if s.name != "autoattack"]
+    assert len(suite("guard-no-aa")) == len(suite("guard")) - 1

@@ -94,8 +94,9 @@ def evaluate_cmd(
     root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Protocol override key=value."),
     suite: str | None = typer.Option(None, help="Attack suite: beard, beard-query, guard, "
-                                                "quick, beard-legacy, or none (clean accuracy "
-                                                "only; default: FGSM + PGD, both modes)."),
+                                                "guard-no-aa, quick, beard-legacy, or none "
+                                                "(clean accuracy only; default: FGSM + PGD, "
+                                                "both modes)."),
     shift: bool = typer.Option(False, help="Also run the distribution-shift tests."),
     curves: bool = typer.Option(False, help="Also measure PGD accuracy vs eps and steps."),
     parallel: bool = typer.Option(False, help="Train the K models stacked (faster on a GPU)."),

@@ -64,6 +64,11 @@ def guard() -> list[AttackSpec]:
     ]
 
 
+def guard_no_aa() -> list[AttackSpec]:
+    """GUARD's suite without AutoAttack, its costliest member (a CPU budget, not GUARD's)."""
+    return [spec for spec in guard() if spec.name != "autoattack"]
+
+
 def quick() -> list[AttackSpec]:
     """FGSM and PGD-10 at 8/255, both modes (the profiles' default)."""
     return [
@@ -88,7 +93,7 @@ def beard_legacy() -> list[AttackSpec]:
 
 
 SUITES = {"beard": beard, "beard-legacy": beard_legacy, "beard-query": beard_query,
-          "guard": guard, "quick": quick}
+          "guard": guard, "guard-no-aa": guard_no_aa, "quick": quick}
 
 
 def suite(name: str) -> list[AttackSpec]:
