@@ -125,7 +125,8 @@ def test_adversarially_trained_model_is_cached_and_corrupt_cache_retrains(
     assert info_seed["from_cache"] is False and info_seed["cache_key"] != info["cache_key"]
     weights = tmp_path / "robust-nets" / f"{info['cache_key']}.safetensors"
     weights.write_bytes(b"garbage")
-    retrained, info3 = adversarially_trained_model(train, cfg, seed=0, cache=tmp_path)
+    with pytest.warns(RuntimeWarning, match="cache entry .* refused"):
+        retrained, info3 = adversarially_trained_model(train, cfg, seed=0, cache=tmp_path)
     assert info3["from_cache"] is False
     for a, b in zip(first.state_dict().values(), retrained.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # same seeds: the retrained network is the same network

@@ -16,13 +16,15 @@ Adversarial examples are crafted with the model in eval mode (robustdd's attack 
 identical for instance-norm ConvNets, a documented choice for batch-norm nets), all in pixel
 space, drawing only from the hook's own generator. The trained weights are cached as
 safetensors under ``cache_dir()/robust-nets`` keyed by dataset contents, architecture, seed and
-the full configuration; a corrupt cache file is refused and retrained, never unpickled.
+the full configuration; a corrupt cache file is refused with a warning naming it and the
+reason, then retrained and overwritten (never unpickled).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,7 +126,9 @@ def adversarially_trained_model(train: ImageDataset, config: AdversarialTraining
             record["from_cache"] = True
             model.eval()
             return model, record
-        except Exception:  # corrupt/foreign cache entry: retrain and overwrite it
+        except Exception as exc:  # corrupt/foreign cache entry: say why, retrain, overwrite
+            warnings.warn(f"robust-network cache entry {weights} refused ({type(exc).__name__}: "
+                          f"{exc}); retraining it", RuntimeWarning, stacklevel=2)
             model = build_model(arch, train.num_classes, train.channels, train.image_size,
                                 mean=train.mean, std=train.std,
                                 seed=derive_seed(seed, "at-model"), device=device)
