@@ -73,6 +73,43 @@ def test_legacy_pgd_equals_torchattacks_on_normalised_tensors(model, batch):
     assert (view.to_normalised(result.adversarial) - expected_z).abs().max() < 1e-5
 
 
+def test_legacy_cw_equals_torchattacks_on_normalised_tensors(model, batch):
+    """torchattacks.CW on the raw network with normalised inputs: pixels outside [0, 1] there
+    start (and stay) at the box edge, the L2 term measures from the unclipped input. Logits are
+    shifted by +50 for torchattacks, whose zero-masked max needs positive logits."""
+    pytest.importorskip("torchattacks", reason="test-only oracle: pip install --no-deps "
+                        "torchattacks==3.5.1 (the Makefile does)")
+    from torchattacks.attacks.cw import CW
+
+    x, y = batch[0][:32], batch[1][:32]
+    view = normalised_view(model)
+    z = view.to_normalised(x)
+    shifted = torch.nn.Sequential(copy.deepcopy(view.net), _AddConstant(50.0))
+    moved = {}
+    for targeted in (False, True):
+        oracle = CW(shifted, c=1.0, kappa=0, steps=30, lr=0.01)
+        goal = (y + 1) % 10 if targeted else y
+        if targeted:
+            oracle.set_mode_targeted_by_label(quiet=True)
+        expected_z = oracle(z, goal)
+        result = run_attack(model, x, y, legacy("cw", steps=30, targeted=targeted))
+        got_z = view.to_normalised(result.adversarial)
+        assert (got_z - expected_z).abs().max() < 1e-4
+        moved[targeted] = (got_z - z).abs().max()
+    # untargeted, some examples succeed and their pixels outside [0, 1] (normalised units) jump
+    # to the edge; targeted CW finds no example in 30 steps here and returns the inputs
+    assert moved[False] > 0.5
+
+
+class _AddConstant(torch.nn.Module):
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.shift
+
+
 def test_legacy_clamp_lives_in_normalised_space(model, batch):
     """Legacy adversarial pixels sit in [mean, mean + std] per channel and within ε (normalised
     units) of the clipped normalised clean image; correct ones within ε of the pixels."""
@@ -147,6 +184,14 @@ def test_evaluation_record_marks_legacy_clean_pass(one_thread, digits_splits):
     record = evaluate(dset, profile="smoke", test=test, attacks=specs, device="cpu")
     model = record["models"][0]
     assert "clean images" in model["attacks"]["legacy-deepfool-T"]["note"]
+    assert model["attacks"]["legacy-deepfool-T"]["clean_pass"] is True
+    assert "clean_pass" not in model["attacks"]["legacy-pgd"]
+    # BEARD's metric code drops the clean passes; so does ours (no targeted set is left here)
+    from robustdd.metrics import compute_metrics
+
+    metrics = compute_metrics(record)
+    assert metrics["source"]["dropped_clean_passes"] == ["IPC 2 legacy-deepfool-T"]
+    assert "targeted" not in metrics
     assert model["attacks"]["legacy-deepfool-T"]["accuracy"] == pytest.approx(
         model["attack_subset_clean_accuracy"], abs=1e-9)
     assert {a["space"] for a in record["attacks"]} == {"normalised"}

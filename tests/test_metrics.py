@@ -387,6 +387,51 @@ def test_evaluation_format_matches_whitebox():
     assert RECORD_FORMAT == EVALUATION_FORMAT and RECORD_VERSION == 1
 
 
+def _with_clean_pass(rec, label, spec, flag):
+    """Add a targeted attack that scored the clean images unchanged (accuracy = clean, t ≈ 0)."""
+    for m in rec["models"]:
+        item = {"accuracy": m["attack_subset_clean_accuracy"], "seconds": 0.0,
+                "gradients_per_example": 0}
+        if flag:
+            item["clean_pass"] = True
+        m["attacks"][label] = item
+    rec["summary"][label] = dict(rec["summary"]["attack_subset_clean_accuracy"])
+    rec["attacks"].append({**spec, "label": label})
+    return rec
+
+
+@pytest.mark.parametrize(("spec", "flag"), [
+    # the legacy suite's targeted DeepFool, recognised from its spec alone (older records)
+    ({"name": "deepfool", "targeted": True, "space": "normalised"}, False),
+    # any attack flagged clean_pass by the evaluation
+    ({"name": "autoattack", "targeted": True, "space": "pixel"}, True),
+])
+def test_clean_passes_are_left_out_of_the_targeted_set(spec, flag):
+    reference = compute_metrics(evaluation_record())
+    rec = _with_clean_pass(evaluation_record(), "legacy-x-T", spec, flag)
+    res = compute_metrics(rec)
+    # counted, the clean pass would add ASR 0 and t 0: RR and AE would both change
+    assert res["targeted"]["ipc"]["10"]["ASR"] == {"fgsm": 10.0, "pgd": 15.0}
+    for key in METRICS:
+        assert res["targeted"]["ipc"]["10"][key] == pytest.approx(
+            reference["targeted"]["ipc"]["10"][key])
+    assert res["source"]["dropped_clean_passes"] == ["IPC 10 legacy-x-T"]
+    assert "dropped_clean_passes" not in reference["source"]
+
+
+def test_a_pixel_space_targeted_attack_is_kept():
+    spec = {"name": "deepfool", "targeted": True, "space": "pixel"}
+    res = compute_metrics(_with_clean_pass(evaluation_record(), "odd-T", spec, False))
+    assert res["targeted"]["ipc"]["10"]["ASR"]["odd"] == 0.0
+
+
+def test_clean_pass_list_mirrors_the_legacy_suite():
+    from robustdd.attacks.legacy import LEGACY_CLEAN_PASS as ATTACKS_SIDE
+    from robustdd.metrics import LEGACY_CLEAN_PASS
+
+    assert LEGACY_CLEAN_PASS == ATTACKS_SIDE
+
+
 def test_several_evaluation_records_pool():
     recs = [evaluation_record(ipc=1, clean=(30.0, 32.0)), evaluation_record(ipc=10)]
     res = compute_metrics(recs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -80,6 +81,23 @@ def test_transfer_metrics_per_pair(record, sets):
     assert set(full["untargeted"]["dm"]["random"]) == {"RR", "AE", "CREI", "I-RR", "I-CREI"}
     with pytest.raises(ValueError, match=r"robustdd\.transfer"):
         transfer_metrics({"format": "robustdd.evaluation"})
+
+
+def test_transfer_metrics_leave_legacy_clean_passes_out(record):
+    """A legacy targeted DeepFool cell (the clean images, no cost) must not enter the metrics."""
+    from robustdd.evaluate.transfer import transfer_pair_metrics
+
+    base = transfer_pair_metrics(record, "dm", "random")
+    patched = copy.deepcopy(record)
+    label = "legacy-deepfool-T"
+    patched["attacks"].append({"name": "deepfool", "targeted": True, "space": "normalised",
+                               "label": label})
+    for s_name, cells in patched["accuracy"].items():
+        patched["attack_seconds"][s_name][label] = 0.0
+        for v_name in cells:
+            cells[v_name][label] = patched["victims"][v_name]["clean_accuracy"]
+    again = transfer_pair_metrics(patched, "dm", "random")
+    assert again["targeted"]["pooled"] == base["targeted"]["pooled"]
 
 
 def test_reserved_surrogate_name_and_empty_victims_are_refused(sets, digits_splits):

@@ -23,6 +23,8 @@ MODES = ("targeted", "untargeted")
 T0_RULES = ("same-mode", "min")
 CLEAN = "clean"
 TARGETED_SUFFIX = "-T"
+# Mirror robustdd.attacks.legacy.LEGACY_CLEAN_PASS (not imported: it loads torch).
+LEGACY_CLEAN_PASS = ("deepfool", "autoattack")
 # Mirror robustdd.evaluate.whitebox.RECORD_FORMAT/RECORD_VERSION (not imported: it loads torch).
 EVALUATION_FORMAT = "robustdd.evaluation"
 EVALUATION_VERSIONS = (1,)
@@ -308,6 +310,7 @@ def _from_evaluations(records: list[dict[str, Any]]
                            "method, dataset and profile, so compute them separately")
     out: list[Measurement] = []
     seen_ipcs: dict[str, int] = {}
+    dropped: list[str] = []
     for i, rec in enumerate(records):
         where = _where(rec, i)
         ipc = _ipc_key(rec.get("ipc"), where)
@@ -315,8 +318,11 @@ def _from_evaluations(records: list[dict[str, Any]]
             raise MetricsError(f"{where}: duplicate IPC {ipc} (also evaluation record "
                                f"{seen_ipcs[ipc] + 1}); give one record per IPC")
         seen_ipcs[ipc] = i
-        out += _evaluation_measurements(rec, ipc, where)
-    source = {"format": EVALUATION_FORMAT, **{k: next(iter(v)) for k, v in identity.items()}}
+        out += _evaluation_measurements(rec, ipc, where, dropped)
+    source: dict[str, Any] = {"format": EVALUATION_FORMAT,
+                              **{k: next(iter(v)) for k, v in identity.items()}}
+    if dropped:
+        source["dropped_clean_passes"] = dropped
     return out, source
 
 
@@ -324,8 +330,28 @@ def _where(rec: dict[str, Any], i: int) -> str:
     return f"evaluation record {i + 1} ({rec.get('method')}, IPC {rec.get('ipc')})"
 
 
-def _evaluation_measurements(rec: dict[str, Any], ipc: str, where: str) -> list[Measurement]:
-    """Clean and attack measurements of one record: summary means, seconds averaged over models."""
+def is_legacy_clean_pass(spec: dict[str, Any]) -> bool:
+    """Whether a recorded attack spec is one the legacy suite answers with a clean pass.
+
+    Its targeted DeepFool/AutoAttack score the images unchanged, as BEARD does; BEARD's metric
+    code drops them (reference/rome-and-beard.md §4), and so do ours.
+    """
+    return (spec.get("space") == "normalised" and bool(spec.get("targeted"))
+            and spec.get("name") in LEGACY_CLEAN_PASS)
+
+
+def _is_clean_pass(spec: dict[str, Any], per_model: list[dict[str, Any]]) -> bool:
+    """The spec rule, or every model's result flagged ``clean_pass``."""
+    return is_legacy_clean_pass(spec) or all(bool(p.get("clean_pass")) for p in per_model)
+
+
+def _evaluation_measurements(rec: dict[str, Any], ipc: str, where: str,
+                             dropped: list[str]) -> list[Measurement]:
+    """Clean and attack measurements of one record: summary means, seconds averaged over models.
+
+    Clean passes recorded under an attack's name are left out and their labels appended to
+    ``dropped``: a targeted set holds only attacks with a targeted form (DESIGN.md).
+    """
     models = _get(rec, ("models",), where)
     if not isinstance(models, list) or not models:
         raise MetricsError(f"{where}: 'models' must be a non-empty list")
@@ -333,6 +359,7 @@ def _evaluation_measurements(rec: dict[str, Any], ipc: str, where: str) -> list[
     if not isinstance(specs, list):
         raise MetricsError(f"{where}: 'attacks' must be a list of attack specs")
     labels = [str(_get(spec, ("label",), f"{where} attacks")) for spec in specs]
+    spec_of = dict(zip(labels, specs, strict=True))
     clean_acc = _accuracy(_get(rec, ("summary", "attack_subset_clean_accuracy", "mean"), where),
                           f"{where} clean accuracy")
     clean_t = fmean(_seconds(_get(m, ("attack_subset_clean_seconds",), f"{where} model {k}"),
@@ -342,9 +369,12 @@ def _evaluation_measurements(rec: dict[str, Any], ipc: str, where: str) -> list[
     for label in labels:
         targeted = label.endswith(TARGETED_SUFFIX)
         mode = "targeted" if targeted else "untargeted"
-        modes.add(mode)
         per_model = [_get(m, ("attacks", label), f"{where} model {k}")
                      for k, m in enumerate(models)]
+        if _is_clean_pass(spec_of[label], per_model):
+            dropped.append(f"IPC {ipc} {label}")
+            continue
+        modes.add(mode)
         grads = [p.get("gradients_per_example") for p in per_model]
         out.append(Measurement(
             ipc=ipc, mode=mode, attack=label[: -len(TARGETED_SUFFIX)] if targeted else label,

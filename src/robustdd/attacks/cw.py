@@ -52,7 +52,11 @@ def cw_l2_with_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      targeted: bool = False) -> tuple[torch.Tensor, int]:
     """:func:`cw_l2` plus the number of optimisation steps run (one gradient each)."""
     x0 = images.detach()
-    frozen = (x0 <= 0) | (x0 >= 1)  # tanh space cannot move a pixel off 0 or 1
+    # Tanh space cannot move a pixel off 0 or 1. Inputs outside [0, 1] (the legacy suite's
+    # normalised tensors) sit at the box edge, as torchattacks' atanh(clamp(2x - 1)) puts them;
+    # the L2 term still measures from x0. In pixel space x0 is already inside the box.
+    frozen = (x0 <= 0) | (x0 >= 1)
+    edge = x0.clamp(0.0, 1.0)
     w = torch.atanh(torch.where(frozen, 0.0, 2 * x0 - 1)).requires_grad_(True)
     best = x0.clone()
     best_l2 = torch.full((x0.shape[0],), float("inf"), device=x0.device, dtype=x0.dtype)
@@ -63,7 +67,7 @@ def cw_l2_with_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     done = 0
     with eval_mode(model), torch.enable_grad():
         for step in range(steps):
-            adv = torch.where(frozen, x0, 0.5 * (torch.tanh(w) + 1))
+            adv = torch.where(frozen, edge, 0.5 * (torch.tanh(w) + 1))
             l2 = (adv - x0).pow(2).flatten(1).sum(1)
             logits = model(adv)
             cost = l2.sum() + c * cw_margin(logits, labels, kappa=kappa, targeted=targeted).sum()

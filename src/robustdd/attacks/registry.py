@@ -168,6 +168,7 @@ class AttackResult:
     seconds: float
     queries_per_example: float | None = None  # query attacks: mean forward queries
     note: str | None = None  # e.g. the legacy suite's deliberate clean pass
+    clean_pass: bool = False  # the images were scored unchanged (legacy targeted DeepFool/AA)
 
 
 def attack_info(name: str) -> AttackInfo:
@@ -225,7 +226,7 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
     if adv.is_cuda:
         torch.cuda.synchronize(adv.device)
     return AttackResult(adv, targets, grads, time.perf_counter() - start,
-                        queries[0] if queries else None, note)
+                        queries[0] if queries else None, note, clean_pass)
 
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str, *,

@@ -28,7 +28,7 @@ from robustdd.distilled import DistilledSet
 from robustdd.evaluate.protocol import EvalProtocol
 from robustdd.evaluate.recipe import recipe_for_set
 from robustdd.evaluate.whitebox import _resolve_attacks, test_subsets
-from robustdd.metrics import CLEAN, TARGETED_SUFFIX, compute_metrics
+from robustdd.metrics import CLEAN, TARGETED_SUFFIX, compute_metrics, is_legacy_clean_pass
 from robustdd.nn.train import accuracy, train_model
 from robustdd.profiles import Profile, get_profile
 from robustdd.progress import progress_bar
@@ -171,7 +171,8 @@ def _train_on_set(dset: DistilledSet, test: ImageDataset, profile: Profile, seed
 def transfer_pair_metrics(record: dict[str, Any], surrogate: str, victim: str, *,
                           crei_weight: float = 0.5, t0_rule: str = "same-mode") -> dict[str, Any]:
     """:func:`~robustdd.metrics.compute_metrics` of one (surrogate, victim) cell: the victim's
-    accuracies under the surrogate's adversarial examples, timed by the surrogate's passes."""
+    accuracies under the surrogate's adversarial examples, timed by the surrogate's passes.
+    Legacy clean passes (targeted DeepFool/AutoAttack of ``beard-legacy``) are left out."""
     if record.get("format") != TRANSFER_FORMAT:
         raise ValueError(f"not a {TRANSFER_FORMAT} record (format {record.get('format')!r})")
     if surrogate not in record["accuracy"] or victim not in record["victims"]:
@@ -183,7 +184,7 @@ def transfer_pair_metrics(record: dict[str, Any], surrogate: str, victim: str, *
     rows = [{"ipc": ipc, "mode": "targeted" if a["label"].endswith(TARGETED_SUFFIX)
              else "untargeted", "attack": a["label"], "accuracy": accs[a["label"]],
              "time": record["attack_seconds"][surrogate][a["label"]]}
-            for a in record["attacks"]]
+            for a in record["attacks"] if not is_legacy_clean_pass(a)]
     rows += [{"ipc": ipc, "mode": mode, "attack": CLEAN, "accuracy": v_info["clean_accuracy"],
               "time": record["surrogates"][surrogate]["clean_seconds"]}
              for mode in sorted({r["mode"] for r in rows})]

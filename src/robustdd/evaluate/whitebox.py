@@ -180,6 +180,8 @@ def _evaluate_training_set(images: torch.Tensor, labels: torch.Tensor, test: Ima
                     item["target_success_rate"] = hit
                 if result.note:
                     item["note"] = result.note
+                if result.clean_pass:
+                    item["clean_pass"] = True
                 entry["attacks"][spec.label] = item
                 advance(1)
             if shift_sets is not None:
