@@ -30,6 +30,7 @@ from robustdd.attacks import (
     random_l2_start,
     run_attack,
 )
+from robustdd.attacks.cw import cw_l2_with_steps
 from robustdd.attacks.deepfool import deepfool_with_steps
 from robustdd.nn.train import accuracy, predict
 
@@ -497,3 +498,49 @@ def test_deepfool_matches_torchattacks(model, frozen, batch, ta):
     moved = l2_norms(reference - x) > 0
     ratio = l2_norms(ours - x)[moved] / l2_norms(reference - x)[moved]
     assert 0.8 < ratio.median() < 1.5
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+class _RowSpy(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(int(x.shape[0]))
+        return self.inner(x)
+
+
+def test_run_attack_splits_into_batches_of_batch_size(model, small):
+    """Per-example attacks give the same images in any batch size; CW's early stop is decided
+    per batch, so a batched run equals the direct call on each batch, and the gradient count is
+    the largest any batch needed."""
+    x, y = small
+    whole = run_attack(model, x, y, AttackSpec(name="pgd", eps=0.1, steps=5, targeted=True))
+    spy = _RowSpy(model)
+    split = run_attack(spy, x, y, AttackSpec(name="pgd", eps=0.1, steps=5, targeted=True,
+                                             batch_size=7))
+    assert max(spy.rows[1:]) == 7  # (rows[0]: the one-image probe for the class count)
+    torch.testing.assert_close(split.adversarial, whole.adversarial, rtol=0, atol=TOL)
+    assert torch.equal(split.targets, whole.targets)
+    assert split.gradients_per_example == whole.gradients_per_example == 5
+
+    spec = AttackSpec(name="cw", steps=20, c=5.0, batch_size=12)
+    result = run_attack(model, x, y, spec)
+    direct = [cw_l2_with_steps(model, x[lo:lo + 12], y[lo:lo + 12], c=5.0, steps=20)
+              for lo in range(0, 32, 12)]
+    torch.testing.assert_close(result.adversarial, torch.cat([a for a, _ in direct]),
+                               rtol=0, atol=0)
+    assert result.gradients_per_example == max(steps for _, steps in direct)
+
+
+def test_query_counts_are_averaged_over_batches(model, small):
+    x, y = small
+    spec = AttackSpec(name="spsa", eps=0.1, steps=2, samples=8)
+    one = run_attack(model, x, y, spec)
+    three = run_attack(model, x, y, spec.model_copy(update={"batch_size": 11}))
+    assert one.queries_per_example == three.queries_per_example == 2 * 2 * 8
+    assert three.gradients_per_example == 0
+    assert AttackSpec(name="pgd").batch_size == 256  # BEARD's test-loader batch

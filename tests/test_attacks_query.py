@@ -63,15 +63,46 @@ def test_square_targeted_hits_targets(model, batch):
 def test_spsa_is_output_only_bounded_effective_and_seeded(model, batch):
     x, y = batch
     spy = GradSpy(model)
-    adv, queries = spsa(spy, x, y, eps=0.15, steps=6, lr=0.05, samples=16, chunk=16,
+    adv, queries = spsa(spy, x, y, eps=0.15, steps=6, lr=0.05, samples=16,
                         generator=torch.Generator().manual_seed(0))
     assert not any(spy.grad_enabled)
     assert _in_linf_ball(adv, x, 0.15)
     assert queries == 6 * 2 * 16
     assert accuracy(model, adv, y) < accuracy(model, x, y) - 20
-    again, _ = spsa(model, x, y, eps=0.15, steps=6, lr=0.05, samples=16, chunk=16,
+    again, _ = spsa(model, x, y, eps=0.15, steps=6, lr=0.05, samples=16,
                     generator=torch.Generator().manual_seed(0))
     assert torch.equal(adv, again)
+
+
+class RowSpy(nn.Module):
+    """Records the rows of every forward pass."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(int(x.shape[0]))
+        return self.inner(x)
+
+
+def test_spsa_forward_passes_stay_within_max_rows(model, batch):
+    """Memory must not grow with samples × images: 32 images, 64 directions, 256 rows per pass
+    → 4 directions (256 rows) at a time, 16 passes per step; the same directions either way."""
+    x, y = batch[0][:32], batch[1][:32]
+    spy = RowSpy(model)
+    adv, queries = spsa(spy, x, y, eps=0.1, steps=2, samples=64, max_rows=256,
+                        generator=torch.Generator().manual_seed(0))
+    assert max(spy.rows) == 256 and len(spy.rows) == 2 * 16
+    assert queries == 2 * 2 * 64
+    wide, _ = spsa(model, x, y, eps=0.1, steps=2, samples=64, max_rows=10**6,
+                   generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(adv, wide, rtol=0, atol=1e-6)
+    # fewer rows than one direction needs: one direction (2·N rows) per pass
+    spy.rows.clear()
+    spsa(spy, x, y, eps=0.1, steps=1, samples=3, max_rows=8,
+         generator=torch.Generator().manual_seed(0))
+    assert spy.rows == [64, 64, 64]
 
 
 def test_autoattack_apgd_subset(model, batch):
@@ -84,6 +115,16 @@ def test_autoattack_apgd_subset(model, batch):
     assert pyautoattack_version().startswith("0.")
     with pytest.raises(ValueError, match="components"):
         autoattack(model, x, y, eps=0.1, version="custom", components=("nope",))
+
+
+def test_autoattack_refuses_dlr_components_with_too_few_classes(batch):
+    x = batch[0][:4]
+    three = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 3)).eval()
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="apgd-t, whose DLR loss needs at least 4 classes"):
+        autoattack(three, x, y, eps=0.1)
+    adv = autoattack(three, x, y, eps=0.1, version="custom", components=("apgd-dlr",))
+    assert _in_linf_ball(adv, x, 0.1)
 
 
 def test_registry_runs_query_attacks_and_reports_queries(model, batch):

@@ -90,6 +90,9 @@ def test_evaluate_record_is_complete_deterministic_and_json(digits_train, digits
             k: v["accuracy"] for k, v in n["attacks"].items()}
         assert m["attacks"]["pgd"]["gradients_per_example"] == 3
         assert "target_success_rate" in m["attacks"]["pgd-T"]
+        # BEARD's t_k: the attack plus the classification of its images (t_k − T0 = attack)
+        for item in m["attacks"].values():
+            assert 0 < item["attack_seconds"] < item["seconds"]
     s = rec["summary"]
     assert s["pgd"]["mean"] <= s["attack_subset_clean_accuracy"]["mean"]
     assert rec["test_set"]["examples"] == 200 and rec["test_set"]["attack_examples"] == 64

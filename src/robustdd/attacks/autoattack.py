@@ -19,6 +19,9 @@ from robustdd.attacks.gradient import eval_mode
 
 VERSIONS = ("standard", "plus", "custom")
 COMPONENTS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+# The DLR loss divides by the gap between the largest and the third (targeted: the mean of the
+# third and fourth) largest logits; pyautoattack only warns when they do not exist.
+MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4}
 
 
 def pyautoattack_version() -> str:
@@ -55,6 +58,12 @@ def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
                             version=version, seed=seed, device=images.device,
                             attacks=list(components) if version == "custom" else None)
         runner.verbose = False
+        for component in runner.attacks_to_run:
+            if num_classes < MIN_CLASSES.get(component, 2):
+                raise ValueError(
+                    f"AutoAttack {version!r} runs {component}, whose DLR loss needs at least "
+                    f"{MIN_CLASSES[component]} classes; the model has {num_classes}. Use "
+                    "version='custom' with components without it (e.g. apgd-ce, fab-t, square)")
         # APGD-T and FAB-T attack the top (C - 1) other classes; pyautoattack defaults to 9.
         runner.apgd_targeted.n_target_classes = min(9, num_classes - 1)
         runner.fab.n_target_classes = min(9, num_classes - 1)

@@ -65,12 +65,17 @@ def square(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps:
 
 def spsa(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
          steps: int = 1, delta: float = 0.01, lr: float = 0.01, samples: int = 128,
-         chunk: int = 64, targeted: bool = False,
+         max_rows: int = 1024, targeted: bool = False,
          generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
-    """SPSA with Adam in the L∞ ball; returns (adversarial images, mean queries per example)."""
+    """SPSA with Adam in the L∞ ball; returns (adversarial images, mean queries per example).
+
+    Each forward pass evaluates x ± δv for as many directions as fit in ``max_rows`` rows
+    (at least one direction: 2·N rows for N images), so memory does not grow with ``samples``.
+    """
     counter = QueryCounter(model)
     x0 = images.detach()
     n = x0.shape[0]
+    chunk = max(1, max_rows // max(2 * n, 1))
     pert = torch.zeros_like(x0)
     adam_m = torch.zeros_like(x0)
     adam_v = torch.zeros_like(x0)
@@ -80,8 +85,8 @@ def spsa(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: f
             grad = torch.zeros_like(x0)
             for lo in range(0, samples, chunk):
                 k = min(chunk, samples - lo)
-                v = torch.randint(0, 2, (k, *x0.shape), generator=generator)
-                v = (2 * v - 1).to(x0.dtype).to(x0.device)  # Rademacher ±1
+                v = torch.randint(0, 2, (k, *x0.shape), generator=generator, dtype=torch.int8)
+                v = (2 * v - 1).to(x0.device, x0.dtype)  # Rademacher ±1
                 x = (x0 + pert).unsqueeze(0)
                 both = torch.cat([x + delta * v, x - delta * v]).view(-1, *x0.shape[1:])
                 lab = labels.repeat(2 * k)

@@ -210,23 +210,44 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
         targets = choose_targets(labels, num_classes, spec.target_policy, logits=logits,
                                  generator=generator)
     note = None
+    goal = targets if spec.targeted else labels
     if clean_pass:
         # BEARD prints "no targeted form" and scores the clean images (rome-and-beard.md §2.3).
-        adv, grads, queries = images.clone(), 0, []
+        adv, grads, queries = images.clone(), 0, None
         note = f"legacy: targeted {spec.name} evaluates the clean images, as BEARD does"
     elif view is not None:
         with eval_mode(model):
-            adv_z, grads, *queries = info.runner(view.net, view.to_normalised(images),
-                                                 targets if spec.targeted else labels, spec,
-                                                 generator)
+            adv_z, grads, queries = _in_batches(info.runner, view.net,
+                                                view.to_normalised(images), goal, spec,
+                                                generator)
         adv = view.to_pixels(adv_z)
     else:
-        adv, grads, *queries = info.runner(model, images, targets if spec.targeted else labels,
-                                           spec, generator)
+        adv, grads, queries = _in_batches(info.runner, model, images, goal, spec, generator)
     if adv.is_cuda:
         torch.cuda.synchronize(adv.device)
-    return AttackResult(adv, targets, grads, time.perf_counter() - start,
-                        queries[0] if queries else None, note, clean_pass)
+    return AttackResult(adv, targets, grads, time.perf_counter() - start, queries, note,
+                        clean_pass)
+
+
+def _in_batches(runner: Runner, model: nn.Module, images: torch.Tensor, goal: torch.Tensor,
+                spec: AttackSpec, generator: torch.Generator
+                ) -> tuple[torch.Tensor, int | None, float | None]:
+    """Run ``runner`` on consecutive batches of ``spec.batch_size`` images.
+
+    Returns the adversarial images in input order, the most input gradients per example any
+    batch reported (exact with one batch, an upper bound otherwise: CW and DeepFool stop per
+    batch) and, for query attacks, the mean queries per example over all images.
+    """
+    n = images.shape[0]
+    parts, grads, queried = [], [], []
+    for lo in range(0, max(n, 1), spec.batch_size):
+        adv, g, *q = runner(model, images[lo:lo + spec.batch_size],
+                            goal[lo:lo + spec.batch_size], spec, generator)
+        parts.append(adv)
+        grads.append(g)
+        queried += [q[0] * adv.shape[0]] if q else []
+    most = None if any(g is None for g in grads) else max(grads)
+    return torch.cat(parts), most, (sum(queried) / max(n, 1) if queried else None)
 
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str, *,

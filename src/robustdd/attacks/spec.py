@@ -25,6 +25,8 @@ class AttackSpec(BaseModel):
     ``AttackSpec(name="cw")`` is L2 with 100 steps and the CW margin loss), else the generic
     defaults below. ``c``, ``kappa`` and ``lr`` are CW's; ``overshoot`` is DeepFool's; ``decay``
     is MIM's momentum factor. CW and DeepFool are unbounded: they ignore ``eps``.
+    ``batch_size`` is how many images one attack call sees (BEARD's test loaders use 256): it
+    bounds memory, and CW's batch-wide early stop is decided per batch of that size.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +55,7 @@ class AttackSpec(BaseModel):
     components: tuple[str, ...] | None = None
     variant: str | None = None
     space: Literal["pixel", "normalised"] = "pixel"
+    batch_size: int = Field(256, ge=1)
 
     @model_validator(mode="before")
     @classmethod
