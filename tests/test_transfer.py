@@ -50,7 +50,8 @@ def test_record_has_every_cell_and_is_json(record, sets):
         for v in sets:
             assert set(record["accuracy"][s][v]) == {"fgsm", "pgd-T"}
             assert all(0 <= a <= 100 for a in record["accuracy"][s][v].values())
-        assert record["attack_seconds"][s]["fgsm"] > 0
+        assert 0 < record["attack_seconds"][s]["fgsm"] < record["seconds"][s]["fgsm"]
+        assert 0 <= record["surrogates"][s]["attacked_accuracy"]["pgd-T"] <= 100
     assert record["surrogates"][ADVERSARIAL_SURROGATE]["kind"] == "adversarially-trained"
     assert record["surrogates"][ADVERSARIAL_SURROGATE]["config"]["method"] == "fgsm-rs"
     json.loads(json.dumps(record, allow_nan=False))
@@ -94,6 +95,7 @@ def test_transfer_metrics_leave_legacy_clean_passes_out(record):
                                "label": label})
     for s_name, cells in patched["accuracy"].items():
         patched["attack_seconds"][s_name][label] = 0.0
+        patched["seconds"][s_name][label] = 0.0
         for v_name in cells:
             cells[v_name][label] = patched["victims"][v_name]["clean_accuracy"]
     again = transfer_pair_metrics(patched, "dm", "random")
