@@ -162,6 +162,31 @@ def test_corrupt_artifact_is_refused(one_thread, tmp_path):
     path.write_text(path.read_text().replace('"seed"', '"seeD"', 1))
     with pytest.raises(CorruptDataError, match="checksum mismatch"):
         store.verified_artifact(key)
+    # the rerun the message advises sets the altered artifact aside and redoes only that job
+    with pytest.warns(RuntimeWarning, match="artifact missing or altered"):
+        again = run_grid(grid, tmp_path / "store", device="cpu")
+    assert (again["completed"], again["skipped"], again["redone_damaged"]) == (1, 7, 1)
+    store.verified_artifact(key)
+    (aside,) = store.artifacts.glob(f"{key}.damaged-*")
+    assert '"seeD"' in (aside / "record.json").read_text()  # kept, not deleted
+    # a deleted artifact is redone the same way
+    shutil.rmtree(store.artifact_path(key))
+    with pytest.warns(RuntimeWarning):
+        assert run_grid(grid, tmp_path / "store", device="cpu")["completed"] == 1
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_alone(tmp_path):
+    import sqlite3
+
+    (tmp_path / "s").mkdir()
+    db = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+    db.execute("CREATE TABLE jobs (id INTEGER, name TEXT)")
+    db.commit()
+    db.close()
+    before = (tmp_path / "s" / "index.sqlite").read_bytes()
+    with pytest.raises(CorruptDataError, match=r"not a robustdd bench store.*jobs"):
+        ResultStore(tmp_path / "s")
+    assert (tmp_path / "s" / "index.sqlite").read_bytes() == before
 
 
 def test_status_tells_orphaned_running_jobs_from_live_ones(tmp_path):
@@ -301,8 +326,10 @@ def test_cli_status_and_report(one_thread, tmp_path):
                                  str(tmp_path / "report")])
     assert report.exit_code == 0, report.output + repr(report.exception)
     assert "Random" in (tmp_path / "report" / "accuracy.md").read_text()
-    missing = runner.invoke(app, ["bench", "status", "--store", str(tmp_path / "none")])
-    assert missing.exit_code != 0 and "no result store" in str(missing.exception)
+    for command in (["status"], ["report", "--out", str(tmp_path / "r2")]):
+        missing = runner.invoke(app, ["bench", *command, "--store", str(tmp_path / "none")])
+        assert missing.exit_code != 0 and "no result store" in str(missing.exception)
+    assert not (tmp_path / "none").exists()  # a typo'd path is not turned into a store
 
 
 def _chromium() -> str:

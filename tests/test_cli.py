@@ -65,6 +65,58 @@ def test_import_dc_file(tmp_path):
     torch.testing.assert_close(syn.images, images, atol=1e-5, rtol=0)
 
 
+def test_existing_outputs_are_refused_before_any_work(tmp_path):
+    """A record or set already at the output path is kept unless --overwrite; the check comes
+    first (here the set to evaluate does not even exist, so any work would fail differently)."""
+    record = tmp_path / "rec.json"
+    record.write_text('{"precious": true}')
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "no-such-set"), "--out", str(record)])
+    assert result.exit_code == 2 and "already exists; pass --overwrite" in result.output
+    for args in (["metrics", str(record), "--output", str(record)],
+                 ["transfer", str(tmp_path / "no-such-set"), "--out", str(record)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "already exists" in result.output, args
+    assert record.read_text() == '{"precious": true}'
+    # a folder that is not a distilled set: refused before distilling, even with --overwrite
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("keep me")
+    result = runner.invoke(app, ["distill", "random", "digits", "--ipc", "1", "--profile",
+                                 "smoke", "--out", str(other)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    result = runner.invoke(app, ["distill", "random", "digits", "--ipc", "1", "--profile",
+                                 "smoke", "--out", str(other), "--overwrite"])
+    assert isinstance(result.exception, FileExistsError)
+    assert "not a robustdd distilled set" in str(result.exception)
+    assert (other / "todo.txt").read_text() == "keep me"
+
+
+def test_default_record_name_carries_the_suite_and_overwrite_replaces(tmp_path):
+    set_dir = tmp_path / "rnd"
+    _ok(["distill", "random", "digits", "--ipc", "1", "--profile", "smoke", "--out",
+         str(set_dir)])
+    args = ["evaluate", str(set_dir), "--profile", "smoke", "--models", "1", "--suite", "none"]
+    _ok(args)
+    path = tmp_path / "rnd-eval-smoke-s0-none.json"
+    first = json.loads(path.read_text())
+    assert runner.invoke(app, args).exit_code == 2
+    _ok([*args, "--overwrite", "--set", "epochs=2"])
+    assert json.loads(path.read_text())["protocol"] != first["protocol"]
+    _ok(["distill", "random", "digits", "--ipc", "1", "--profile", "smoke", "--out",
+         str(set_dir), "--overwrite", "--seed", "1"])
+
+
+def test_records_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from robustdd.runtime import write_json_atomic
+
+    old = os.umask(0o022)
+    os.umask(old)
+    path = write_json_atomic(tmp_path / "r.json", {"a": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old
+
+
 def test_errors_are_one_clear_line_and_exit_code_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "robustdd.cli", "distill", "nope", "digits",
                            "--out", str(tmp_path / "x")], capture_output=True, text=True,

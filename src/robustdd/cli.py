@@ -37,6 +37,17 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def refuse_existing(path: Path, overwrite: bool, what: str = "file") -> None:
+    """Raise before any work when ``path`` exists and ``overwrite`` was not given, so that
+    neither an earlier result nor the new one is lost."""
+    if path.exists() and (what == "file" or path.is_file() or any(path.iterdir())):
+        if not overwrite:
+            raise typer.BadParameter(f"{path} already exists; pass --overwrite to replace it "
+                                     "(or choose another path)")
+        if what == "file" and path.is_dir():
+            raise typer.BadParameter(f"{path} is a directory, not a file")
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("results/demo"), help="Folder for sets and records."),
          device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
@@ -67,10 +78,14 @@ def distill_cmd(
     checkpoint_dir: Path | None = typer.Option(
         None, help="Save progress here; rerunning the same command resumes from it."),
     checkpoint_every: int = typer.Option(100, help="Iterations between checkpoints."),
+    overwrite: bool = typer.Option(False, help="Replace a distilled set already at OUT."),
 ) -> None:
     """Distill DATASET into IPC images per class and save the set."""
     from robustdd.distill import distill
+    from robustdd.distilled import check_replaceable
 
+    refuse_existing(out, overwrite, "directory")
+    check_replaceable(out)  # before the work: only an empty folder or a set can be replaced
     overrides = parse_overrides(set_)
     if variant is not None:
         overrides["variant"] = variant
@@ -100,13 +115,20 @@ def evaluate_cmd(
     shift: bool = typer.Option(False, help="Also run the distribution-shift tests."),
     curves: bool = typer.Option(False, help="Also measure PGD accuracy vs eps and steps."),
     parallel: bool = typer.Option(False, help="Train the K models stacked (faster on a GPU)."),
+    overwrite: bool = typer.Option(False, help="Replace a record already at the output path."),
 ) -> None:
-    """Train K models on a distilled set; report clean and attacked accuracy."""
+    """Train K models on a distilled set; report clean and attacked accuracy.
+
+    The record goes to OUT, by default <set>-eval-<profile>-s<seed>[-<suite>].json beside the
+    set; an existing record is kept unless --overwrite is given."""
     from robustdd.distilled import DistilledSet
     from robustdd.evaluate import evaluate
     from robustdd.report import records_table
     from robustdd.runtime import write_json_atomic
 
+    suffix = f"-{suite}" if suite else ""
+    out = out or distilled.with_name(f"{distilled.name}-eval-{profile}-s{seed}{suffix}.json")
+    refuse_existing(out, overwrite)
     syn = DistilledSet.load(distilled)
     overrides = parse_overrides(set_)
     if models is not None:
@@ -114,7 +136,6 @@ def evaluate_cmd(
     record = evaluate(syn, profile=profile, seed=seed, device=device,
                       root=str(root) if root else None, progress=True, attacks=suite,
                       shift=shift, curves=curves, parallel=parallel, **overrides)
-    out = out or distilled.with_name(distilled.name + f"-eval-{profile}-s{seed}.json")
     write_json_atomic(out, record)
     console.print(records_table([record]))
     for k, model in enumerate(record["models"]):
@@ -146,9 +167,13 @@ def import_cmd(
     dataset: str = typer.Option(..., help="Dataset the set was distilled from."),
     out: Path = typer.Option(..., help="Folder for the converted set."),
     method: str | None = typer.Option(None, help="Method name to record."),
+    overwrite: bool = typer.Option(False, help="Replace a distilled set already at OUT."),
 ) -> None:
     """Convert a reference-format distilled set (normalised space) to a robustdd set."""
-    from robustdd.distilled import import_dc, import_mtt
+    from robustdd.distilled import check_replaceable, import_dc, import_mtt
+
+    refuse_existing(out, overwrite, "directory")
+    check_replaceable(out)
 
     if kind == "dc":
         syn = import_dc(path, dataset, method=method or "dc")
@@ -172,9 +197,13 @@ def metrics_cmd(
     t0_rule: str = typer.Option("same-mode", help="Clean time T0: same-mode or min."),
     exclude: list[str] | None = typer.Option(
         None, help="Attack to leave out (name; name-T: targeted only). Repeatable."),
+    overwrite: bool = typer.Option(False, help="Replace a file already at --output."),
 ) -> None:
     """BEARD/ROME robustness metrics (RR, I-RR, AE, CREI, I-CREI) per IPC and pooled."""
     from robustdd.metrics import MODES, compute_metrics, load_metrics_input, metrics_table
+
+    if output is not None:
+        refuse_existing(output, overwrite)
 
     try:
         result = compute_metrics(load_metrics_input(records), crei_weight=crei_weight,
@@ -210,11 +239,14 @@ def transfer_cmd(
     device: str = typer.Option("auto"),
     root: Path | None = typer.Option(None, help="Data root (default $ROBUSTDD_DATA)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Protocol override key=value."),
+    overwrite: bool = typer.Option(False, help="Replace a record already at OUT."),
 ) -> None:
     """Transfer-attack matrix: surrogates x victims (ROME Table 2 / Figure 3)."""
     from robustdd.evaluate.transfer import transfer_evaluation, transfer_metrics
     from robustdd.metrics import MODES
     from robustdd.runtime import write_json_atomic
+
+    refuse_existing(out, overwrite)
 
     record = transfer_evaluation(
         _named_sets(victims), surrogates=_named_sets(surrogate) if surrogate else None,
@@ -342,6 +374,10 @@ def bench_run(
         console.print(f"{spec.name}: {summary['completed']} completed, {summary['skipped']} "
                       f"skipped (already done), {summary['failed']} failed, "
                       f"{summary['pending']} pending — store {store}")
+        if summary.get("redone_damaged"):
+            err_console.print(f"[yellow]warning[/yellow]: {summary['redone_damaged']} finished "
+                              "job(s) had a missing or altered artifact (set aside as "
+                              "artifacts/<key>.damaged-*) and were run again")
     if summary["failed"]:
         raise SystemExit(1)
 
@@ -389,9 +425,9 @@ def bench_report(store: Path = typer.Option(..., help="Result store directory.")
                  out: Path = typer.Option(..., help="Folder for the report files.")) -> None:
     """Tables (Markdown, CSV, LaTeX, HTML), metrics, figures, sample grids of the distilled
     images and one self-contained HTML page (OUT/index.html) from every finished evaluation."""
-    from robustdd.bench import ResultStore, store_report
+    from robustdd.bench import store_report
 
-    page, n = store_report(ResultStore(store), out)
+    page, n = store_report(_existing_store(store), out)
     console.print(f"{n} records → {out} (open {page})")
 
 
@@ -419,6 +455,9 @@ def main() -> None:
     except (RobustDDError, ValueError, RuntimeError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None
+    except OSError as exc:  # a path that cannot be read or written: permissions, disk full
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

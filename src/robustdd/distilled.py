@@ -41,6 +41,7 @@ from robustdd import __version__
 from robustdd.data.registry import DatasetInfo, dataset_info
 from robustdd.errors import CorruptDataError, IncompatibleError, RobustDDError
 from robustdd.nn.zca import ZCAWhitening
+from robustdd.runtime import usual_mode
 
 FORMATIONS = ("none", "mosaic2x2")
 FORMAT_NAME = "robustdd.distilled"
@@ -316,7 +317,7 @@ class DistilledSet:
                              f"got {tensor_format!r}")
         self._validate()  # meta or tensors may have been mutated since construction
         target = Path(directory).absolute()
-        _check_replaceable(target)
+        check_replaceable(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"images": self.images.detach().cpu().contiguous(),
                    "labels": self.labels.detach().cpu().contiguous()}
@@ -327,6 +328,7 @@ class DistilledSet:
             tensors.update({TEACHER_PREFIX + k: v.detach().cpu().contiguous()
                             for k, v in self.teacher.state.items()})
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        usual_mode(tmp)
         try:
             tensor_path = tmp / TENSOR_FILES[tensor_format]
             if tensor_format == "safetensors":
@@ -693,7 +695,9 @@ def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _check_replaceable(target: Path) -> None:
+def check_replaceable(target: str | os.PathLike[str]) -> None:
+    """Raise unless ``target`` is absent, an empty directory or a robustdd distilled set."""
+    target = Path(target)
     if not target.exists():
         return
     if not target.is_dir():

@@ -99,6 +99,19 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
     return info
 
 
+_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only set it) ...
+os.umask(_UMASK)  # ... and put it back
+
+
+def usual_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode open()/mkdir() would have given it under the umask.
+
+    tempfile creates files 0600 and folders 0700, which would keep other users of a shared
+    result store (a Slurm cluster) from reading records written through a temporary file.
+    """
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_UMASK)
+
+
 @contextmanager
 def open_atomic(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; on success it is fsynced and renamed
@@ -111,6 +124,7 @@ def open_atomic(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,10 @@ def run_grid(grid: GridSpec, store_root: str | Path, *, executor: str = "inline"
     store = ResultStore(store_root)
     store.register(jobs)
     store.retry_failed(keys)  # a rerun gives failed jobs another try
+    damaged = store.reset_damaged(keys)  # and redoes jobs whose artifact was lost or altered
+    for key in damaged:
+        warnings.warn(f"{store.artifact_path(key)}: artifact missing or altered; set aside, "
+                      "the job runs again", RuntimeWarning, stacklevel=2)
     start = time.perf_counter()
     run = uuid.uuid4().hex[:12]
     if executor == "inline":
@@ -284,4 +289,5 @@ def run_grid(grid: GridSpec, store_root: str | Path, *, executor: str = "inline"
     return {"grid": grid.name, "store": str(store_root), "jobs": len(keys),
             "completed": completed, "skipped": after["done"] - completed,
             "failed": after["failed"], "pending": after["pending"] + after["running"],
-            "seconds": round(time.perf_counter() - start, 3), "executor": executor}
+            "seconds": round(time.perf_counter() - start, 3), "executor": executor,
+            "redone_damaged": len(damaged)}

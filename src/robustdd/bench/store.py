@@ -117,6 +117,7 @@ class ResultStore:
         self.artifacts = self.root / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "index.sqlite"
+        self._refuse_foreign()
         with self._connect() as db:
             db.executescript(SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
@@ -128,6 +129,25 @@ class ResultStore:
                 if found.get("format") != STORE_FORMAT or found.get("version") != STORE_VERSION:
                     raise CorruptDataError(f"{self.path}: not a robustdd bench store of version "
                                            f"{STORE_VERSION} (found {found})")
+
+    def _refuse_foreign(self) -> None:
+        """Refuse, without writing to it, an existing database that holds another program's
+        tables (opening it read-write would switch it to WAL and add our tables)."""
+        if not self.path.is_file():
+            return
+        try:
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDataError(f"{self.path}: corrupt store index ({exc})") from exc
+        if tables and "meta" not in tables:
+            raise CorruptDataError(
+                f"{self.path}: not a robustdd bench store (it holds the tables "
+                f"{', '.join(sorted(tables))} of another program); use another --store")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -322,7 +342,34 @@ class ResultStore:
         if row is None or row[0] != "done":
             raise CorruptDataError(f"job {key} has no finished artifact in {self.root}")
         path = self.artifact_path(key)
-        if not path.is_dir() or artifact_digest(path) != row[1]:
+        if not self._intact(key, row[1]):
             raise CorruptDataError(f"{path}: artifact missing or altered (checksum mismatch); "
-                                   f"run `robustdd bench run` again after deleting it")
+                                   "rerun `robustdd bench run` with its grid: it sets the "
+                                   "damaged artifact aside and redoes the job")
         return path
+
+    def _intact(self, key: str, digest: str | None) -> bool:
+        path = self.artifact_path(key)
+        try:
+            return path.is_dir() and artifact_digest(path) == digest
+        except OSError:
+            return False
+
+    def reset_damaged(self, keys: Iterable[str]) -> list[str]:
+        """Done jobs among ``keys`` whose artifact is missing or fails its checksum go back to
+        pending; a damaged artifact is moved aside (``artifacts/<key>.damaged-<time>``), never
+        deleted. Returns their keys."""
+        wanted = set(keys)
+        with self._connect() as db:
+            rows = db.execute("SELECT key, sha256 FROM jobs WHERE status = 'done'").fetchall()
+        damaged = [key for key, digest in rows
+                   if key in wanted and not self._intact(key, digest)]
+        for key in damaged:
+            path = self.artifact_path(key)
+            if path.exists():
+                os.replace(path, self.artifacts / f"{key}.damaged-{int(time.time())}")
+            with self._transaction() as db:
+                db.execute("UPDATE jobs SET status = 'pending', sha256 = NULL, worker = NULL, "
+                           "heartbeat = NULL, error = ? WHERE key = ? AND status = 'done'",
+                           ("artifact was missing or altered; redone", key))
+        return damaged
