@@ -182,3 +182,28 @@ def test_cli_transfer_then_report_with_heatmap(sets, digits_splits, tmp_path, mo
     bad = runner.invoke(app, ["report", str(tmp_path / "dm.json"), "--out",
                               str(tmp_path / "r2"), "--transfer", str(tmp_path / "dm.json")])
     assert bad.exit_code != 0 and "not a robustdd.transfer record" in str(bad.exception)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not valid JSON"),
+    ("[1]", "not a robustdd.transfer record"),
+    ('{"format": "robustdd.evaluation"}', "not a robustdd.transfer record"),
+    ('{"format": "robustdd.transfer", "format_version": 99}', "unsupported format_version 99"),
+    ('{"format": "robustdd.transfer", "format_version": 1}', "missing or malformed: accuracy"),
+])
+def test_foreign_transfer_files_are_refused_with_the_reason(tmp_path, content, message):
+    from typer.testing import CliRunner
+
+    from robustdd.cli import app
+    from robustdd.errors import CorruptDataError
+    from robustdd.evaluate.transfer import load_transfer_record
+
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(CorruptDataError, match=message):
+        load_transfer_record(path)
+    record = tmp_path / "r.json"
+    record.write_text("{}")
+    result = CliRunner().invoke(app, ["report", str(record), "--transfer", str(path),
+                                      "--out", str(tmp_path / "rep")])
+    assert isinstance(result.exception, CorruptDataError) and str(path) in str(result.exception)

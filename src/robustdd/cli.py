@@ -291,10 +291,9 @@ def report_cmd(
         help="A `robustdd transfer` record: adds the heatmap and Table 2's transfer column."),
 ) -> None:
     """Paper-style report: ROME Table 1/2 layouts, accuracy table, curves, RobustBench entries."""
-    import json
-
     from robustdd.evaluate.transfer import (
         ADVERSARIAL_SURROGATE,
+        load_transfer_record,
         transfer_metrics,
         transfer_pair_metrics,
     )
@@ -302,7 +301,7 @@ def report_cmd(
 
     matrix = entries = None
     if transfer is not None:
-        doc = json.loads(transfer.read_text())
+        doc = load_transfer_record(transfer)
         matrix = transfer_metrics(doc, metric="I-RR")
         if ADVERSARIAL_SURROGATE in doc["accuracy"]:
             entries = [(doc["test_set"]["dataset"], victim,

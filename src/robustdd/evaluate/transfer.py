@@ -16,8 +16,10 @@ a (surrogate, victim) pair are computed exactly like a white-box record of the v
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ import torch
 from robustdd.attacks import AttackSpec, run_attack
 from robustdd.data import ImageDataset, load_dataset
 from robustdd.distilled import DistilledSet
+from robustdd.errors import CorruptDataError
 from robustdd.evaluate.protocol import EvalProtocol
 from robustdd.evaluate.recipe import recipe_for_set
 from robustdd.evaluate.whitebox import _resolve_attacks, test_subsets
@@ -199,6 +202,31 @@ def transfer_pair_metrics(record: dict[str, Any], surrogate: str, victim: str, *
               "time": record["surrogates"][surrogate]["clean_seconds"]}
              for mode in sorted({r["mode"] for r in rows})]
     return compute_metrics({"records": rows}, crei_weight=crei_weight, t0_rule=t0_rule)
+
+
+def load_transfer_record(path: str | Path) -> dict[str, Any]:
+    """A ``robustdd.transfer`` record from ``path``, refused with the reason when it is not
+    valid JSON, not a transfer record, of an unknown version or missing its parts."""
+    where = str(path)
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CorruptDataError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptDataError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != TRANSFER_FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise CorruptDataError(f"{where}: not a {TRANSFER_FORMAT} record (found {found!r})")
+    if doc.get("format_version") != TRANSFER_VERSION:
+        raise CorruptDataError(f"{where}: unsupported format_version "
+                               f"{doc.get('format_version')!r} (known: {TRANSFER_VERSION})")
+    shapes = {"accuracy": dict, "victims": dict, "surrogates": dict, "attacks": list,
+              "attack_seconds": dict, "test_set": dict}
+    bad = [k for k, kind in shapes.items() if not isinstance(doc.get(k), kind)]
+    if bad:
+        raise CorruptDataError(f"{where}: transfer record missing or malformed: "
+                               f"{', '.join(bad)}")
+    return doc
 
 
 def transfer_metrics(record: dict[str, Any], *, metric: str | None = None,
