@@ -75,6 +75,16 @@ def _run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen
     ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\nprofile: huge\n", "unknown profile"),
     ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\n"
      "evaluation: {protocol: {num_modles: 2}}\n", "evaluation.protocol"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\narch: resnet99\n",
+     "arch: unknown architecture 'resnet99'"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\n"
+     "evaluation: {protocol: {arch: resnet99}}\n", "evaluation.protocol.arch: unknown"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\n"
+     "transfer: {protocol: {num_modles: 2}}\n", "transfer.protocol"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\ntransfer: {ipcs: [7]}\n",
+     "transfer.ipcs: [7] not in the grid's ipcs [1]"),
+    ("name: x\ndatasets: [digits]\nipcs: [1]\nmethods: [dm]\nipcs: [2]\n",
+     "key 'ipcs' appears twice"),
     ("name: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "a grid is a mapping"),
 ])

@@ -161,6 +161,17 @@ def _check_names(grid: GridSpec) -> None:
             dataset_info(d)
         except UnknownNameError as exc:
             raise GridError(f"datasets.{i}: {exc}") from None
+    from robustdd.nn.zoo import architecture_names
+
+    archs = architecture_names()
+    named = [("arch", grid.arch),
+             ("evaluation.protocol.arch", grid.evaluation.protocol.get("arch"))]
+    if grid.transfer is not None:
+        named.append(("transfer.protocol.arch", grid.transfer.protocol.get("arch")))
+    for where, arch in named:
+        if arch is not None and arch not in archs:
+            raise GridError(f"{where}: unknown architecture {arch!r} (known: "
+                            f"{', '.join(archs)})")
     labels = [m.display for m in grid.methods]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
@@ -177,6 +188,17 @@ def _check_names(grid: GridSpec) -> None:
                 errors.append(str(exc))
         if len(errors) == 2:
             raise GridError(f"evaluation.protocol: {errors[0]}")
+    if grid.transfer is not None:
+        from robustdd.evaluate.protocol import EvalProtocol
+
+        try:  # the transfer matrix trains each set's model 0 under this protocol
+            EvalProtocol.from_profile(grid.profile, **grid.transfer.protocol)
+        except ValueError as exc:
+            raise GridError(f"transfer.protocol: {exc}") from None
+        missing = sorted(set(grid.transfer.ipcs or ()) - set(grid.ipcs))
+        if missing:
+            raise GridError(f"transfer.ipcs: {missing} not in the grid's ipcs {grid.ipcs} "
+                            "(no sets would be distilled for them)")
     for i, m in enumerate(grid.methods):
         try:
             get_method(m.name).resolve_config(grid.profile, m.settings())
@@ -184,6 +206,21 @@ def _check_names(grid: GridSpec) -> None:
             raise GridError(f"methods.{i}: {exc}") from None
         except ValueError as exc:
             raise GridError(f"methods.{i} ({m.display}): {exc}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML would
+    silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_grid(path: str | Path) -> GridSpec:
@@ -197,7 +234,7 @@ def load_grid(path: str | Path) -> GridSpec:
     except OSError as exc:
         raise GridError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         raise GridError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
