@@ -476,6 +476,13 @@ def test_cli_plain_file_writes_json(tmp_path):
     assert code == 0, out
     assert "targeted robustness metrics" in out and "pooled" in out and "I-RR" in out
     written = json.loads(dst.read_text())
+    provenance = {k: written.pop(k) for k in
+                  ("format", "format_version", "robustdd_version", "created", "inputs")}
+    assert provenance["format"] == "robustdd.metrics"
+    import hashlib
+
+    assert provenance["inputs"] == [{"path": str(src),
+                                     "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}]
     assert written == json.loads(json.dumps(compute_metrics(
         _both_modes(), crei_weight=0.25, t0_rule="min", exclude=["deepfool"])))
     assert written["settings"]["crei_weight"] == 0.25 and written["settings"]["t0_rule"] == "min"
@@ -491,6 +498,9 @@ def test_cli_several_evaluation_files(tmp_path):
     assert code == 0, out
     res = json.loads(dst.read_text())
     assert res["untargeted"]["pooled"]["ipcs"] == ["1", "10"]
+    assert [i["path"] for i in res.pop("inputs")] == [str(a), str(b)]
+    for key in ("format", "format_version", "robustdd_version", "created"):
+        res.pop(key)
     assert res == json.loads(json.dumps(compute_metrics(
         [evaluation_record(ipc=1), evaluation_record(ipc=10)])))
 

@@ -150,6 +150,14 @@ def test_adversarially_trained_model_is_cached_and_corrupt_cache_retrains(
     assert info3["from_cache"] is False
     for a, b in zip(first.state_dict().values(), retrained.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # same seeds: the retrained network is the same network
+    assert info3["environment"]["device"] == "cpu" and len(info3["weights_sha256"]) == 64
+    # a flipped byte in the last weight still loads as safetensors: the checksum catches it
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.warns(RuntimeWarning, match="do not match their recorded SHA-256"):
+        _, info4 = adversarially_trained_model(train, cfg, seed=0, cache=tmp_path)
+    assert info4["from_cache"] is False
 
 
 def test_cli_transfer_then_report_with_heatmap(sets, digits_splits, tmp_path, monkeypatch):

@@ -219,9 +219,19 @@ def metrics_cmd(
                 for note in block["notes"]:
                     console.print(f"  {mode} {where}: {note}")
     if output is not None:
+        import hashlib
+        import time
+
+        from robustdd import __version__
         from robustdd.runtime import write_json_atomic
 
-        write_json_atomic(output, result)
+        # AE depends on the machine the inputs were timed on: name the inputs exactly
+        provenance = {
+            "format": "robustdd.metrics", "format_version": 1, "robustdd_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "inputs": [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                       for p in records]}
+        write_json_atomic(output, {**provenance, **result})
         console.print(f"metrics written to {output}")
 
 

@@ -35,11 +35,11 @@ from torch import nn
 
 from robustdd.attacks.gradient import eval_mode, pgd_linf
 from robustdd.data import ImageDataset, dataset_info
-from robustdd.errors import UnknownNameError
+from robustdd.errors import CorruptDataError, UnknownNameError
 from robustdd.nn import build_model
 from robustdd.nn.train import BatchHook, TrainConfig, train_model
 from robustdd.progress import progress_bar
-from robustdd.runtime import cache_dir, derive_seed, generator_for, open_atomic
+from robustdd.runtime import cache_dir, derive_seed, environment, generator_for, open_atomic
 
 
 class AdversarialTrainingConfig(BaseModel):
@@ -121,8 +121,11 @@ def adversarially_trained_model(train: ImageDataset, config: AdversarialTraining
                         device=device)
     if use_cache and weights.exists() and meta_path.exists():
         try:
-            model.load_state_dict(load_file(str(weights), device=str(torch.device(device))))
             record = json.loads(meta_path.read_text())
+            expected = record.get("weights_sha256")  # entries before 2026-12-04 have none
+            if expected is not None and _file_sha256(weights) != expected:
+                raise CorruptDataError("weights do not match their recorded SHA-256")
+            model.load_state_dict(load_file(str(weights), device=str(torch.device(device))))
             record["from_cache"] = True
             model.eval()
             return model, record
@@ -145,14 +148,24 @@ def adversarially_trained_model(train: ImageDataset, config: AdversarialTraining
               "train": {"seconds": stats.seconds, "steps": stats.steps,
                         "images_per_second": stats.images_per_second,
                         "final_loss": stats.final_loss},
-              "from_cache": False}
+              "environment": environment(device), "from_cache": False}
     if use_cache:
         folder.mkdir(parents=True, exist_ok=True)
+        blob = _safetensors_bytes(model)
+        record["weights_sha256"] = hashlib.sha256(blob).hexdigest()
         with open_atomic(weights, "wb") as handle:
-            handle.write(_safetensors_bytes(model))
+            handle.write(blob)
         with open_atomic(meta_path) as handle:
             json.dump(record, handle, indent=2)
     return model, record
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _safetensors_bytes(model: nn.Module) -> bytes:
