@@ -117,6 +117,22 @@ def test_records_get_the_usual_file_mode(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~old
 
 
+def test_small_input_mistakes_are_clear(tmp_path):
+    result = runner.invoke(app, ["distill", "random", "digits", "--out", str(tmp_path / "s"),
+                                 "--set", "iterations=[1"])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+    from robustdd.errors import UnknownNameError
+    from robustdd.evaluate.whitebox import _resolve_attacks
+
+    with pytest.raises(UnknownNameError, match=r"known attack suites: .*none"):
+        _resolve_attacks("bogus", None)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ndatasets: [digits]\nipcs: [1]\nmethods: [random]\n")
+    result = runner.invoke(app, ["bench", "run", str(grid), "--store", str(tmp_path / "st"),
+                                 "--device", "tpu9"])
+    assert result.exception is not None and not (tmp_path / "st").exists()
+
+
 def test_errors_are_one_clear_line_and_exit_code_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "robustdd.cli", "distill", "nope", "digits",
                            "--out", str(tmp_path / "x")], capture_output=True, text=True,

@@ -33,7 +33,10 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if "=" not in pair:
             raise typer.BadParameter(f"expected key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise typer.BadParameter(f"{pair!r}: the value is not valid YAML ({exc})") from None
     return out
 
 
@@ -371,8 +374,10 @@ def bench_run(
     import json
 
     from robustdd.bench import load_grid, run_grid
+    from robustdd.runtime import resolve_device
 
     spec = load_grid(grid)
+    resolve_device(device)  # a bad --device fails here, not in every job
     slurm = {"cluster": cluster, "partition": partition, "timeout_min": timeout_min,
              "gpus_per_node": gpus_per_node}
     summary = run_grid(spec, store, executor=executor, workers=workers, device=device,

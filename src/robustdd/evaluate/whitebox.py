@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from robustdd.attacks import ATTACKS, AttackSpec, run_attack, suite
+from robustdd.attacks.suites import SUITES
 from robustdd.data import ImageDataset, load_dataset
 from robustdd.distilled import DistilledSet
+from robustdd.errors import UnknownNameError
 from robustdd.evaluate.curves import robustness_curves, sanity_warnings
 from robustdd.evaluate.protocol import EvalProtocol, default_attacks
 from robustdd.evaluate.recipe import TrainingRecipe, recipe_for_set, standard_recipe
@@ -229,6 +231,8 @@ def _resolve_attacks(attacks: list[AttackSpec] | str | None, prof: Any) -> list[
         return default_attacks(prof)
     if attacks == "none":  # clean accuracy (and shift tests) only
         return []
+    if isinstance(attacks, str) and attacks not in SUITES:
+        raise UnknownNameError("attack suite", attacks, [*SUITES, "none"])
     specs = suite(attacks) if isinstance(attacks, str) else list(attacks)
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
