@@ -98,6 +98,11 @@ def test_evaluate_record_is_complete_deterministic_and_json(digits_train, digits
     assert rec["test_set"]["examples"] == 200 and rec["test_set"]["attack_examples"] == 64
     assert rec["protocol"]["train"]["total_epochs"] == 5
     assert rec["environment"]["device"] == "cpu"
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():  # Linux: the CPU model
+        assert rec["environment"]["device_name"] in cpuinfo.read_text()
 
 
 def test_evaluate_refuses_incompatible_sets(digits_train, fashion_mnist_test):

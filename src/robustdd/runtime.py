@@ -95,12 +95,24 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
         dev = torch.device(device)
         info["device"] = str(dev)
         info["device_name"] = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
-                               else platform.processor() or platform.machine())
+                               else cpu_name())
     return info
 
 
 _UMASK = os.umask(0o022)  # read the process umask once (os.umask can only set it) ...
 os.umask(_UMASK)  # ... and put it back
+
+
+def cpu_name() -> str:
+    """The CPU model (Linux: /proc/cpuinfo's "model name"; platform.processor() is empty
+    there), else the processor or machine name. Times in a record depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def usual_mode(path: str | os.PathLike) -> None:
