@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+from model_wrappers import Shifted
 
 from robustdd.attacks import AttackSpec, choose_targets, run_attack, suite
 from robustdd.attacks.autoattack import _set_iterations
@@ -84,7 +85,7 @@ def test_legacy_cw_equals_torchattacks_on_normalised_tensors(model, batch):
     x, y = batch[0][:32], batch[1][:32]
     view = normalised_view(model)
     z = view.to_normalised(x)
-    shifted = torch.nn.Sequential(copy.deepcopy(view.net), _AddConstant(50.0))
+    shifted = Shifted(copy.deepcopy(view.net))
     moved = {}
     for targeted in (False, True):
         oracle = CW(shifted, c=1.0, kappa=0, steps=30, lr=0.01)
@@ -99,15 +100,6 @@ def test_legacy_cw_equals_torchattacks_on_normalised_tensors(model, batch):
     # untargeted, some examples succeed and their pixels outside [0, 1] (normalised units) jump
     # to the edge; targeted CW finds no example in 30 steps here and returns the inputs
     assert moved[False] > 0.5
-
-
-class _AddConstant(torch.nn.Module):
-    def __init__(self, shift: float) -> None:
-        super().__init__()
-        self.shift = shift
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits + self.shift
 
 
 def test_legacy_clamp_lives_in_normalised_space(model, batch):

@@ -14,6 +14,7 @@ import copy
 
 import pytest
 import torch
+from model_wrappers import RowSpy, Shifted
 from torch import nn
 
 from robustdd.attacks import (
@@ -431,18 +432,6 @@ def frozen(model):
     return copy.deepcopy(model).requires_grad_(False)
 
 
-class Shifted(nn.Module):
-    """Adds a constant to every logit: predictions, gradients and CW margins are unchanged, but
-    all logits become positive, where torchattacks' zero-masked max equals the real max."""
-
-    def __init__(self, inner: nn.Module, shift: float = 50.0) -> None:
-        super().__init__()
-        self.inner, self.shift = inner, shift
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x) + self.shift
-
-
 def run_ta(attack_obj, x: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
     if targeted:
         attack_obj.set_mode_targeted_by_label(quiet=True)  # the labels are the targets
@@ -503,23 +492,13 @@ def test_deepfool_matches_torchattacks(model, frozen, batch, ta):
 # ---------------------------------------------------------------------------- batching
 
 
-class _RowSpy(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner, self.rows = inner, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows.append(int(x.shape[0]))
-        return self.inner(x)
-
-
 def test_run_attack_splits_into_batches_of_batch_size(model, small):
     """Per-example attacks give the same images in any batch size; CW's early stop is decided
     per batch, so a batched run equals the direct call on each batch, and the gradient count is
     the largest any batch needed."""
     x, y = small
     whole = run_attack(model, x, y, AttackSpec(name="pgd", eps=0.1, steps=5, targeted=True))
-    spy = _RowSpy(model)
+    spy = RowSpy(model)
     split = run_attack(spy, x, y, AttackSpec(name="pgd", eps=0.1, steps=5, targeted=True,
                                              batch_size=7))
     assert max(spy.rows[1:]) == 7  # (rows[0]: the one-image probe for the class count)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_wrappers import RowSpy
 from torch import nn
 
 from robustdd.attacks.autoattack import autoattack, pyautoattack_version
@@ -72,18 +73,6 @@ def test_spsa_is_output_only_bounded_effective_and_seeded(model, batch):
     again, _ = spsa(model, x, y, eps=0.15, steps=6, lr=0.05, samples=16,
                     generator=torch.Generator().manual_seed(0))
     assert torch.equal(adv, again)
-
-
-class RowSpy(nn.Module):
-    """Records the rows of every forward pass."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner, self.rows = inner, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows.append(int(x.shape[0]))
-        return self.inner(x)
 
 
 def test_spsa_forward_passes_stay_within_max_rows(model, batch):

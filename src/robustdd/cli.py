@@ -40,15 +40,15 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def refuse_existing(path: Path, overwrite: bool, what: str = "file") -> None:
-    """Raise before any work when ``path`` exists and ``overwrite`` was not given, so that
-    neither an earlier result nor the new one is lost."""
-    if path.exists() and (what == "file" or path.is_file() or any(path.iterdir())):
-        if not overwrite:
-            raise typer.BadParameter(f"{path} already exists; pass --overwrite to replace it "
-                                     "(or choose another path)")
-        if what == "file" and path.is_dir():
-            raise typer.BadParameter(f"{path} is a directory, not a file")
+def refuse_existing(path: Path, overwrite: bool, *, folder: bool = False) -> None:
+    """Raise before any work when ``path`` exists (for a ``folder``: and is not empty) and
+    ``overwrite`` was not given, so that neither an earlier result nor the new one is lost."""
+    empty_folder = folder and path.is_dir() and not any(path.iterdir())
+    if path.exists() and not empty_folder and not overwrite:
+        raise typer.BadParameter(f"{path} already exists; pass --overwrite to replace it "
+                                 "(or choose another path)")
+    if not folder and path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory, not a file")
 
 
 @app.command()
@@ -87,7 +87,7 @@ def distill_cmd(
     from robustdd.distill import distill
     from robustdd.distilled import check_replaceable
 
-    refuse_existing(out, overwrite, "directory")
+    refuse_existing(out, overwrite, folder=True)
     check_replaceable(out)  # before the work: only an empty folder or a set can be replaced
     overrides = parse_overrides(set_)
     if variant is not None:
@@ -175,7 +175,7 @@ def import_cmd(
     """Convert a reference-format distilled set (normalised space) to a robustdd set."""
     from robustdd.distilled import check_replaceable, import_dc, import_mtt
 
-    refuse_existing(out, overwrite, "directory")
+    refuse_existing(out, overwrite, folder=True)
     check_replaceable(out)
 
     if kind == "dc":
@@ -222,18 +222,17 @@ def metrics_cmd(
                 for note in block["notes"]:
                     console.print(f"  {mode} {where}: {note}")
     if output is not None:
-        import hashlib
         import time
 
         from robustdd import __version__
+        from robustdd.data.checksums import file_digest
         from robustdd.runtime import write_json_atomic
 
         # AE depends on the machine the inputs were timed on: name the inputs exactly
         provenance = {
             "format": "robustdd.metrics", "format_version": 1, "robustdd_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "inputs": [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                       for p in records]}
+            "inputs": [{"path": str(p), "sha256": file_digest(p)} for p in records]}
         write_json_atomic(output, {**provenance, **result})
         console.print(f"metrics written to {output}")
 

@@ -6,7 +6,6 @@ Definitions follow BEARD's ``auto_metrics.py`` and the ROME paper (I-RR), as sum
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from rich import box
 from rich.table import Table
 
 from robustdd.errors import RobustDDError
+from robustdd.jsonfile import read_json
 
 MODES = ("targeted", "untargeted")
 T0_RULES = ("same-mode", "min")
@@ -228,12 +228,7 @@ def load_metrics_input(paths: Sequence[str | Path]) -> Any:
     plain: list[Any] = []
     evaluations: list[Any] = []
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise MetricsError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MetricsError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path, MetricsError)
         if isinstance(data, dict) and "records" in data and "format" not in data:
             if not isinstance(data["records"], list):
                 raise MetricsError(f"{path}: 'records' must be a list")

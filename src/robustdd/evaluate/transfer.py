@@ -16,7 +16,6 @@ a (surrogate, victim) pair are computed exactly like a white-box record of the v
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from robustdd.errors import CorruptDataError
 from robustdd.evaluate.protocol import EvalProtocol
 from robustdd.evaluate.recipe import recipe_for_set
 from robustdd.evaluate.whitebox import _resolve_attacks, test_subsets
+from robustdd.jsonfile import read_json
 from robustdd.metrics import CLEAN, TARGETED_SUFFIX, compute_metrics, is_legacy_clean_pass
 from robustdd.nn.train import accuracy, train_model
 from robustdd.profiles import Profile, get_profile
@@ -208,12 +208,7 @@ def load_transfer_record(path: str | Path) -> dict[str, Any]:
     """A ``robustdd.transfer`` record from ``path``, refused with the reason when it is not
     valid JSON, not a transfer record, of an unknown version or missing its parts."""
     where = str(path)
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise CorruptDataError(f"{where}: cannot read ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptDataError(f"{where}: not valid JSON ({exc})") from None
+    doc = read_json(path, CorruptDataError)
     if not isinstance(doc, dict) or doc.get("format") != TRANSFER_FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise CorruptDataError(f"{where}: not a {TRANSFER_FORMAT} record (found {found!r})")

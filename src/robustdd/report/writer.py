@@ -9,11 +9,11 @@ does, and feed the "Query" column of Table 2. All files are written atomically.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from robustdd.jsonfile import read_json
 from robustdd.metrics import (
     EVALUATION_FORMAT,
     EVALUATION_VERSIONS,
@@ -85,12 +85,7 @@ def load_records(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         raise ReportError("no record files given")
     records: list[dict[str, Any]] = []
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise ReportError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ReportError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path, ReportError)
         items = data if isinstance(data, list) else [data]
         if not items:
             raise ReportError(f"{path}: empty list, no evaluation records")

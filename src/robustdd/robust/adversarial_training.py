@@ -35,6 +35,7 @@ from torch import nn
 
 from robustdd.attacks.gradient import eval_mode, pgd_linf
 from robustdd.data import ImageDataset, dataset_info
+from robustdd.data.checksums import file_digest
 from robustdd.errors import CorruptDataError, UnknownNameError
 from robustdd.nn import build_model
 from robustdd.nn.train import BatchHook, TrainConfig, train_model
@@ -123,7 +124,7 @@ def adversarially_trained_model(train: ImageDataset, config: AdversarialTraining
         try:
             record = json.loads(meta_path.read_text())
             expected = record.get("weights_sha256")  # entries before 2026-12-04 have none
-            if expected is not None and _file_sha256(weights) != expected:
+            if expected is not None and file_digest(weights) != expected:
                 raise CorruptDataError("weights do not match their recorded SHA-256")
             model.load_state_dict(load_file(str(weights), device=str(torch.device(device))))
             record["from_cache"] = True
@@ -158,14 +159,6 @@ def adversarially_trained_model(train: ImageDataset, config: AdversarialTraining
         with open_atomic(meta_path) as handle:
             json.dump(record, handle, indent=2)
     return model, record
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _safetensors_bytes(model: nn.Module) -> bytes:
