@@ -13,6 +13,12 @@ and both libraries attack the same set. Each attack runs once on 16 images as a 
 ``--repeats`` times on the whole batch; the table shows the median. torchattacks is installed
 with ``pip install --no-deps torchattacks==3.5.1`` (it needs no torchvision for these attacks).
 Timings depend on the machine and on whatever else runs on it: record both with the numbers.
+
+On a CPU robustdd's attacks run their forward/backward passes in chunks of a few images
+(``robustdd.batching``); torchattacks passes the whole batch (FGSM, PGD, CW) or one image at a
+time (DeepFool). To show how much of a speed-up comes from that alone, the script also times an
+input gradient and the 10-class input Jacobian (DeepFool's unit of work) one image at a time, in
+robustdd's chunks and for the whole batch (``--no-passes`` skips this).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from torch import nn
 
 from robustdd import load_dataset
 from robustdd.attacks import AttackSpec, run_attack
-from robustdd.attacks.deepfool import deepfool
+from robustdd.attacks.deepfool import deepfool, input_jacobian
+from robustdd.batching import ChunkedForward, chunk_size, chunked_for
 from robustdd.data import ImageDataset
 from robustdd.nn import build_model
 from robustdd.nn.train import TrainConfig, train_model
@@ -83,6 +90,30 @@ def timed(fn: Attack, x: torch.Tensor, y: torch.Tensor, repeats: int,
     return statistics.median(times), out
 
 
+def pass_speeds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int,
+                device: torch.device) -> dict[str, dict[str, float]]:
+    """Images/s of an input gradient and of the 10-class input Jacobian (DeepFool's unit of
+    work) one example at a time, in the device's chunks (robustdd.batching) and all at once."""
+    def gradient(m: nn.Module) -> Attack:
+        def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            a = a.detach().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(m(a), b, reduction="sum")
+            return torch.autograd.grad(loss, a)[0]
+        return run
+
+    def jacobian(m: nn.Module) -> Attack:
+        return lambda a, _: input_jacobian(m, a)[1]
+
+    default = chunk_size(x.device, x.shape) or x.shape[0]
+    speeds: dict[str, dict[str, float]] = {}
+    for name, make in (("input gradient", gradient), ("input Jacobian", jacobian)):
+        for label, chunk in (("one at a time", 1), (f"chunks of {default}", default),
+                             ("whole batch", x.shape[0])):
+            seconds, _ = timed(make(ChunkedForward(model, chunk)), x, y, repeats, device)
+            speeds.setdefault(name, {})[label] = x.shape[0] / seconds
+    return speeds
+
+
 def ours(model: nn.Module, spec: AttackSpec) -> Attack:
     return lambda x, y: run_attack(model, x, y, spec).adversarial
 
@@ -116,6 +147,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--passes", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time input gradients and Jacobians by chunk size")
     args = parser.parse_args()
 
     if args.threads:
@@ -149,7 +182,8 @@ def main() -> None:
                                                               theirs(model, name))]
         if name == "deepfool":  # the same algorithm as torchattacks, batched
             variants.append(("DeepFool, torchattacks variant",
-                             lambda a, b: deepfool(model, a, b, variant="torchattacks"),
+                             lambda a, b: deepfool(chunked_for(model, a), a, b,
+                                                   variant="torchattacks"),
                              theirs(model, name)))
         for label, mine, ref in variants:
             t_ours, adv = timed(mine, x, y, args.repeats, device)
@@ -170,6 +204,11 @@ def main() -> None:
           f"{'acc ours':>9s} {'acc TA':>7s}")
     for label, ips, ips_ref, ratio, acc, acc_ref in rows:
         print(f"{label:34s} {ips:11.1f} {ips_ref:10.1f} {ratio:8.2f}x {acc:8.1f}% {acc_ref:6.1f}%")
+    if args.passes:
+        for name, speeds in pass_speeds(model, x, y, args.repeats, device).items():
+            single = speeds["one at a time"]
+            print(f"{name} img/s: " + ", ".join(f"{label} {ips:.1f} ({ips / single:.2f}x)"
+                                                 for label, ips in speeds.items()))
     print(time.strftime("measured %Y-%m-%d %H:%M"))
 
 

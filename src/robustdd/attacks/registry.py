@@ -19,6 +19,7 @@ from robustdd.attacks.momentum import mim
 from robustdd.attacks.query import spsa, square
 from robustdd.attacks.spec import AttackSpec
 from robustdd.attacks.targets import choose_targets
+from robustdd.batching import chunked_for
 from robustdd.errors import UnknownNameError
 
 # runner(model, images, goal_labels, spec, generator) -> (adversarial, input gradients per
@@ -204,7 +205,8 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
     targets = None
     if spec.targeted:
         with eval_mode(model), torch.no_grad():
-            logits = model(images) if spec.target_policy == "least-likely" else None
+            logits = (chunked_for(model, images)(images)
+                      if spec.target_policy == "least-likely" else None)
             if num_classes is None:
                 num_classes = int(model(images[:1]).shape[1])
         targets = choose_targets(labels, num_classes, spec.target_policy, logits=logits,
@@ -236,8 +238,10 @@ def _in_batches(runner: Runner, model: nn.Module, images: torch.Tensor, goal: to
 
     Returns the adversarial images in input order, the most input gradients per example any
     batch reported (exact with one batch, an upper bound otherwise: CW and DeepFool stop per
-    batch) and, for query attacks, the mean queries per example over all images.
+    batch) and, for query attacks, the mean queries per example over all images. On a CPU the
+    model's passes run in small chunks of each batch (:mod:`robustdd.batching`).
     """
+    model = chunked_for(model, images)
     n = images.shape[0]
     parts, grads, queried = [], [], []
     for lo in range(0, max(n, 1), spec.batch_size):

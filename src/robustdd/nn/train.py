@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustdd.batching import chunk_size
+
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 BatchHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``objective(model, x, y, generator) -> loss`` replacing cross-entropy on the labels.
@@ -162,11 +164,18 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted classes of pixel ``images`` (float or uint8), model in eval mode."""
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int | None = None
+            ) -> torch.Tensor:
+    """Predicted classes of pixel ``images`` (float or uint8), model in eval mode.
+
+    ``batch_size`` defaults to the device's chunk (:func:`robustdd.batching.chunk_size`; 1,024
+    images where it does not chunk).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    if batch_size is None:
+        batch_size = chunk_size(device, images.shape) or 1024
     out = [model(_as_pixels(images[lo:lo + batch_size].to(device))).argmax(1)
            for lo in range(0, images.shape[0], batch_size)]
     model.train(was_training)
@@ -174,7 +183,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> t
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1024) -> float:
+             batch_size: int | None = None) -> float:
     """Top-1 accuracy in percent."""
     if images.shape[0] == 0:
         raise ValueError("accuracy of an empty set")

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from robustdd.attacks.gradient import eval_mode, pgd_linf
+from robustdd.batching import chunked_for
 from robustdd.data import ImageDataset, dataset_info
 from robustdd.data.checksums import file_digest
 from robustdd.errors import CorruptDataError, UnknownNameError
@@ -86,9 +87,9 @@ def adversarial_batch_hook(config: AdversarialTrainingConfig,
         steps, step = 1, 1.25 * config.eps
 
     def hook(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with eval_mode(model):
-            adv = pgd_linf(model, x, y, eps=config.eps, steps=steps, step_size=step,
-                           random_start=True, generator=generator)
+        with eval_mode(model):  # (eval mode: the examples do not interact, so chunking is exact)
+            adv = pgd_linf(chunked_for(model, x), x, y, eps=config.eps, steps=steps,
+                           step_size=step, random_start=True, generator=generator)
         return adv.detach()
 
     return hook

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from robustdd.attacks.gradient import eval_mode, pgd_linf
 from robustdd.attacks.legacy import LEGACY_STEP, normalised_view
 from robustdd.attacks.targets import choose_targets
+from robustdd.batching import chunked_for
 
 __all__ = ["LEGACY_PRIOR", "PriorConfig", "adversarial_prior", "prior_hook"]
 
@@ -74,9 +75,10 @@ def adversarial_prior(net: nn.Module, images: Tensor, labels: Tensor, config: Pr
               "generator": generator}
     with eval_mode(net):
         if config.space == "pixel":
-            return pgd_linf(net, images, goal, **kwargs).detach()
+            return pgd_linf(chunked_for(net, images), images, goal, **kwargs).detach()
         view = normalised_view(net)
-        adv = pgd_linf(view.net, view.to_normalised(images), goal, **kwargs)
+        adv = pgd_linf(chunked_for(view.net, images), view.to_normalised(images), goal,
+                       **kwargs)
         return view.to_pixels(adv).detach()
 
 
