@@ -1,4 +1,5 @@
-"""Chunked forward passes on a CPU (robustdd.batching) and where the attack engine uses them.
+"""Chunked forward passes on a CPU (robustdd.batching) and where attacks, ``predict`` and the
+shared trainer use them.
 
 A ConvNet-3 for CIFAR-shaped input (3×32×32, chunks of 16 on a CPU), randomly initialised: what
 is checked is that chunking changes nothing but floating-point rounding and is really used.
@@ -10,10 +11,17 @@ import pytest
 import torch
 from model_wrappers import RowSpy
 
+import robustdd.nn.train as train_module
 from robustdd.attacks import AttackSpec, deepfool, pgd_linf, run_attack
-from robustdd.batching import CPU_CHUNK_PIXELS, ChunkedForward, chunk_size, chunked_for
+from robustdd.batching import (
+    CPU_CHUNK_PIXELS,
+    ChunkedForward,
+    chunk_size,
+    chunked_for,
+    independent_in_training,
+)
 from robustdd.nn import build_model
-from robustdd.nn.train import accuracy, predict
+from robustdd.nn.train import TrainConfig, accuracy, predict, train_model
 
 CHUNK = CPU_CHUNK_PIXELS // (32 * 32)
 
@@ -93,3 +101,44 @@ def test_predict_uses_the_cpu_chunk_by_default(net, images):
     assert max(spy.rows) == CHUNK
     assert torch.equal(pred, predict(net, x, batch_size=1024))
     assert accuracy(net, x, y) == accuracy(net, x, y, batch_size=x.shape[0])
+
+
+def _cifar_like(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+
+def test_only_models_without_batch_statistics_or_dropout_are_chunked_in_training():
+    def make(arch):
+        return build_model(arch, 10, 3, 32, mean=(0.5,) * 3, std=(0.25,) * 3, seed=0)
+
+    assert independent_in_training(make("convnet"))
+    assert not independent_in_training(make("convnetbn"))
+    assert not independent_in_training(torch.nn.Sequential(torch.nn.Flatten(),
+                                                           torch.nn.Dropout(0.5)))
+    x, y = _cifar_like(2 * CHUNK + 3)
+    config = TrainConfig(epochs=1, lr=0.01, batch_size=x.shape[0])
+    for arch, rows in (("convnet", CHUNK), ("convnetbn", x.shape[0])):
+        spy = RowSpy(make(arch))
+        train_model(spy, x, y, config, torch.Generator().manual_seed(0))
+        assert max(spy.rows) == rows, arch
+
+
+def test_chunked_training_matches_whole_batch_training(monkeypatch):
+    """Two epochs of the shared trainer on a CIFAR-shaped ConvNet, batches of 40 (chunks of 16):
+    the same weights up to float rounding as whole-batch passes."""
+    x, y = _cifar_like(80)
+    config = TrainConfig(epochs=2, lr=0.01, batch_size=40)
+
+    def trained():
+        net = build_model("convnet", 10, 3, 32, mean=(0.5,) * 3, std=(0.25,) * 3, seed=0)
+        stats = train_model(net, x, y, config, torch.Generator().manual_seed(0))
+        return net, stats
+
+    chunked, chunked_stats = trained()
+    monkeypatch.setattr(train_module, "independent_in_training", lambda model: False)
+    whole, whole_stats = trained()
+    for (name, a), b in zip(chunked.state_dict().items(), whole.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert chunked_stats.final_loss == pytest.approx(whole_stats.final_loss, abs=1e-5)

@@ -8,8 +8,9 @@ input Jacobian 1.5–1.7× faster than the whole batch. On a GPU the whole batch
 (unmeasured here), so nothing is chunked there.
 
 Chunking is exact only for models whose output for one example does not depend on the others:
-models in eval mode. Attacks run their models in eval mode, so it changes their results by
-floating-point rounding only.
+any model in eval mode, and in training mode a model without batch statistics or dropout (the
+instance-norm ConvNets). Attacks run their models in eval mode; ``train_model`` chunks only
+such models. Either way results change by floating-point rounding only.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class ChunkedForward(nn.Module):
         if x.shape[0] <= self.chunk:
             return self.model(x)
         return torch.cat([self.model(part) for part in x.split(self.chunk)])
+
+
+def independent_in_training(model: nn.Module) -> bool:
+    """Whether a training-mode forward pass treats every example on its own: no BatchNorm
+    (batch statistics) and no dropout (its random draws would be split differently)."""
+    coupled = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+    return not any(isinstance(m, coupled) for m in model.modules())
 
 
 def chunked_for(model: nn.Module, images: torch.Tensor) -> nn.Module:

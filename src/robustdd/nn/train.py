@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustdd.batching import chunk_size
+from robustdd.batching import chunk_size, chunked_for, independent_in_training
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 BatchHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,6 +128,10 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     optimizer = make_optimizer(lr)
     steps = seen = 0
     loss_value = float("nan")
+    # On a CPU the forward/backward passes of a model whose examples do not interact run in
+    # chunks (robustdd.batching): the same loss and gradients up to rounding, faster.
+    forward = (chunked_for(model, images[:1].to(device, torch.float32))
+               if independent_in_training(model) else model)
     start = time.perf_counter()
     model.train()
     for epoch in range(config.total_epochs):
@@ -143,7 +147,7 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             if batch_hook is not None:
                 x = batch_hook(model, x, y)
                 model.train()
-            loss = (soft_cross_entropy(model(x), y) if objective is None
+            loss = (soft_cross_entropy(forward(x), y) if objective is None
                     else objective(model, x, y, generator))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
