@@ -32,7 +32,12 @@ from robustdd.attacks import (
     run_attack,
 )
 from robustdd.attacks.cw import cw_l2_with_steps
-from robustdd.attacks.deepfool import deepfool_with_steps
+from robustdd.attacks.deepfool import (
+    deepfool_with_steps,
+    gap_jacobian,
+    input_jacobian,
+    other_classes,
+)
 from robustdd.nn.train import accuracy, predict
 
 TOL = 1e-6
@@ -321,9 +326,50 @@ def test_deepfool_fools_with_margin_and_leaves_misclassified_examples(model, bat
     assert (top2_gap(model, adv[~wrong]) > 1e-3).float().mean() > 0.9
     single = torch.cat([predict(model, adv[i:i + 1]) for i in range(adv.shape[0])])
     assert torch.equal(single, predict(model, adv))
-    # C gradients per Jacobian step; the box-aware linearisation needs only a few steps here
-    assert result.gradients_per_example % NUM_CLASSES == 0
-    assert 0 < result.gradients_per_example <= NUM_CLASSES * 5
+    # C − 1 backward passes per Jacobian step; the box-aware linearisation needs only a few
+    # steps here
+    assert result.gradients_per_example % (NUM_CLASSES - 1) == 0
+    assert 0 < result.gradients_per_example <= (NUM_CLASSES - 1) * 5
+
+
+def test_other_classes_lists_every_class_but_the_label():
+    assert other_classes(torch.tensor([0, 2, 1]), 3).tolist() == [[1, 2], [0, 1], [0, 2]]
+
+
+def test_gap_jacobian_equals_differences_of_the_full_jacobian(model, small):
+    """C − 1 passes with cotangents e_k − e_y give exactly ∂(Z_k − Z_y)/∂x for every k ≠ y."""
+    x, y = small[0][:12], small[1][:12]
+    logits, jac = input_jacobian(model, x)
+    xg = x.clone().requires_grad_(True)
+    gaps, grads = gap_jacobian(model(xg), xg, y)
+    rows = torch.arange(12)
+    others = other_classes(y, NUM_CLASSES)
+    torch.testing.assert_close(gaps, logits.gather(1, others) - logits[rows, y].unsqueeze(1))
+    expected = jac[rows.unsqueeze(1), others] - jac[rows, y].unsqueeze(1)
+    torch.testing.assert_close(grads, expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="two classes"):
+        gap_jacobian(logits[:, :1].requires_grad_(True), xg, y * 0)
+
+
+def test_deepfool_computes_gradients_only_for_unfooled_examples(model, batch, monkeypatch):
+    """Every gradient step is spent on examples the model still classifies correctly: fooled
+    and misclassified examples leave after a forward pass, as in torchattacks' loop."""
+    import importlib
+    module = importlib.import_module("robustdd.attacks.deepfool")
+    x, y = batch[0][:60], batch[1][:60]
+    seen: list[int] = []
+
+    def spy(logits, xs, labels):
+        assert (logits.detach().argmax(1) == labels).all()
+        seen.append(labels.numel())
+        return gap_jacobian(logits, xs, labels)
+
+    monkeypatch.setattr(module, "gap_jacobian", spy)
+    adv, taken, _ = deepfool_with_steps(model, x, y)
+    correct = int((predict(model, x) == y).sum())
+    assert seen[0] == correct and len(seen) == taken
+    assert seen == sorted(seen, reverse=True)  # the active set only shrinks
+    assert (predict(model, adv) != y).all()
 
 
 def test_deepfool_is_batched_independently_of_the_batch(model, small):

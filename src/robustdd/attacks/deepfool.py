@@ -18,10 +18,12 @@ Two variants:
   (images with saturated pixels, e.g. digits or MNIST) it creeps towards the boundary
   geometrically and ends *on* it, with logit ties that floating-point noise resolves either way.
 
-Batching: the Jacobian of all C logits with respect to the input is computed for every active
-example at once with C backward passes through the batch (the gradient of the batch sum of
-logit k gives every example's ∂Z_k/∂x, since examples do not interact in an eval-mode model);
-torchattacks loops over the examples and runs C backward passes for each.
+Batching: the gradients of the C − 1 logit gaps of every active example are computed at once
+with C − 1 backward passes through the batch (pass j back-propagates e_k − e_y for each
+example's own j-th other class k; examples do not interact in an eval-mode model). torchattacks
+loops over the examples and runs C backward passes for each. Like torchattacks, a step first
+checks which examples are already fooled with a forward pass and computes gradients only for
+the others.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def deepfool_with_steps(model: nn.Module, images: torch.Tensor, labels: torch.Te
                         ) -> tuple[torch.Tensor, int, int]:
     """:func:`deepfool` plus the number of Jacobian steps the slowest example took, and C.
 
-    Every Jacobian step costs C input gradients per active example, so C × steps is the count
-    of the slowest example and an upper bound for every other one.
+    Every Jacobian step costs C − 1 backward passes per active example (:func:`gap_jacobian`),
+    so (C − 1) × steps is the count of the slowest example and an upper bound for every other
+    one.
     """
     if variant not in DEEPFOOL_VARIANTS:
         raise ValueError(f"unknown DeepFool variant {variant!r} (known: {DEEPFOOL_VARIANTS})")
@@ -82,25 +85,27 @@ def deepfool_with_steps(model: nn.Module, images: torch.Tensor, labels: torch.Te
         for _ in range(steps):
             if active.numel() == 0:
                 break
-            logits, jac = input_jacobian(model, x[active])
-            num_classes = logits.shape[1]
             y = labels[active]
-            still = logits.argmax(1) == y
-            active, logits, jac, y = active[still], logits[still], jac[still], y[still]
-            if active.numel() == 0:
-                break
+            x_active, logits = _forward_with_graph(model, x[active])
+            still = logits.detach().argmax(1) == y
+            if not still.all():
+                # Fooled examples stop here: rerunning the forward pass on the others is
+                # cheaper than C − 1 backward passes through rows nobody needs.
+                active, y = active[still], y[still]
+                if active.numel() == 0:
+                    break
+                x_active, logits = _forward_with_graph(model, x[active])
+            num_classes = logits.shape[1]
             taken += 1
-            rows = torch.arange(y.numel(), device=y.device)
-            f_gap = logits - logits.gather(1, y.view(-1, 1))              # [n, C]
-            w_gap = jac - jac[rows, y].unsqueeze(1)                        # [n, C, ...]
+            f_gap, w_gap = gap_jacobian(logits, x_active, y)               # [n, C-1], [n, C-1, ...]
             if box:
                 here = x[active].unsqueeze(1)
                 w_gap = w_gap.masked_fill(((here <= 0) & (w_gap < 0))
                                           | ((here >= 1) & (w_gap > 0)), 0.0)
-            w_norm = w_gap.flatten(2).norm(p=2, dim=2)                     # [n, C]
+            w_norm = w_gap.flatten(2).norm(p=2, dim=2)                     # [n, C-1]
             dist = f_gap.abs() / w_norm.clamp_min(1e-30)
-            dist.scatter_(1, y.view(-1, 1), float("inf"))
             closest = dist.argmin(1)
+            rows = torch.arange(y.numel(), device=y.device)
             w_l = w_gap[rows, closest]
             scale = f_gap[rows, closest].abs() / w_norm[rows, closest].pow(2).clamp_min(1e-30)
             step = scale.view(-1, *([1] * (w_l.dim() - 1))) * w_l
@@ -110,3 +115,43 @@ def deepfool_with_steps(model: nn.Module, images: torch.Tensor, labels: torch.Te
             else:
                 x[active] = (x[active] + (1 + overshoot) * step).clamp(0.0, 1.0)
     return x, taken, num_classes
+
+
+def _forward_with_graph(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A leaf copy of ``x`` that requires grad, and the model's logits for it with their graph."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        return x, model(x)
+
+
+def gap_jacobian(logits: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logit gaps f_k = Z_k − Z_y [N, C−1] and their input gradients w_k [N, C−1, *x.shape[1:]]
+    over the C − 1 classes k ≠ y of every example, by C − 1 backward passes.
+
+    ``logits`` must be ``model(x)`` with its graph, ``x`` requiring grad. Pass j
+    back-propagates the cotangent e_k − e_y with k the j-th class other than y
+    (:func:`other_classes`), so every example gets exactly its C − 1 gap gradients: one backward
+    pass fewer than a full Jacobian, and no gradient of Z_y to subtract afterwards. Valid for
+    models whose output for one example does not depend on the others (eval mode).
+    """
+    num_classes = logits.shape[1]
+    if num_classes < 2:
+        raise ValueError(f"DeepFool needs at least two classes, got {num_classes}")
+    others = other_classes(labels, num_classes)                            # [N, C-1]
+    true = torch.nn.functional.one_hot(labels, num_classes).to(logits.dtype)
+    rows = []
+    for j in range(num_classes - 1):
+        toward = torch.nn.functional.one_hot(others[:, j], num_classes).to(logits.dtype)
+        (grad,) = torch.autograd.grad(logits, x, toward - true,
+                                      retain_graph=j < num_classes - 2)
+        rows.append(grad)
+    logits = logits.detach()
+    gaps = logits.gather(1, others) - logits.gather(1, labels.view(-1, 1))
+    return gaps, torch.stack(rows, dim=1)
+
+
+def other_classes(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[N, C−1]: every class but ``labels[n]``, in increasing order, for each example."""
+    j = torch.arange(num_classes - 1, device=labels.device).expand(labels.numel(), -1)
+    return j + (j >= labels.view(-1, 1)).long()

@@ -100,9 +100,9 @@ def _run_deepfool(model, images, goal, spec, generator):
     adv, taken, num_classes = deepfool_with_steps(model, images, goal, steps=spec.steps,
                                                   overshoot=spec.overshoot,
                                                   variant=spec.variant or "box")
-    # C input gradients per Jacobian step: exact for the slowest example, an upper bound for
-    # the others (they stop once fooled).
-    return adv, taken * num_classes
+    # C − 1 backward passes per Jacobian step: exact for the slowest example, an upper bound
+    # for the others (they stop once fooled).
+    return adv, taken * max(num_classes - 1, 0)
 
 
 def _run_square(model, images, goal, spec, generator):
