@@ -17,8 +17,9 @@ Timings depend on the machine and on whatever else runs on it: record both with 
 On a CPU robustdd's attacks run their forward/backward passes in chunks of a few images
 (``robustdd.batching``); torchattacks passes the whole batch (FGSM, PGD, CW) or one image at a
 time (DeepFool). To show how much of a speed-up comes from that alone, the script also times an
-input gradient and the 10-class input Jacobian (DeepFool's unit of work) one image at a time, in
-robustdd's chunks and for the whole batch (``--no-passes`` skips this).
+input gradient and the gradients of the 9 logit gaps (DeepFool's unit of work since 2026-12-04;
+the full 10-class Jacobian before) one image at a time, in robustdd's chunks and for the whole
+batch (``--no-passes`` skips this).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch import nn
 
 from robustdd import load_dataset
 from robustdd.attacks import AttackSpec, run_attack
-from robustdd.attacks.deepfool import deepfool, input_jacobian
+from robustdd.attacks.deepfool import deepfool, gap_jacobian
 from robustdd.batching import ChunkedForward, chunk_size, chunked_for
 from robustdd.data import ImageDataset
 from robustdd.nn import build_model
@@ -92,8 +93,9 @@ def timed(fn: Attack, x: torch.Tensor, y: torch.Tensor, repeats: int,
 
 def pass_speeds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int,
                 device: torch.device) -> dict[str, dict[str, float]]:
-    """Images/s of an input gradient and of the 10-class input Jacobian (DeepFool's unit of
-    work) one example at a time, in the device's chunks (robustdd.batching) and all at once."""
+    """Images/s of an input gradient and of the gradients of the 9 logit gaps (DeepFool's unit
+    of work) one example at a time, in the device's chunks (robustdd.batching) and all at
+    once."""
     def gradient(m: nn.Module) -> Attack:
         def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             a = a.detach().requires_grad_(True)
@@ -102,11 +104,14 @@ def pass_speeds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int
         return run
 
     def jacobian(m: nn.Module) -> Attack:
-        return lambda a, _: input_jacobian(m, a)[1]
+        def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            a = a.detach().requires_grad_(True)
+            return gap_jacobian(m(a), a, b)[1]
+        return run
 
     default = chunk_size(x.device, x.shape) or x.shape[0]
     speeds: dict[str, dict[str, float]] = {}
-    for name, make in (("input gradient", gradient), ("input Jacobian", jacobian)):
+    for name, make in (("input gradient", gradient), ("logit-gap Jacobian", jacobian)):
         for label, chunk in (("one at a time", 1), (f"chunks of {default}", default),
                              ("whole batch", x.shape[0])):
             seconds, _ = timed(make(ChunkedForward(model, chunk)), x, y, repeats, device)
