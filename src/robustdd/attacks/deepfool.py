@@ -118,7 +118,7 @@ def deepfool_with_steps(model: nn.Module, images: torch.Tensor, labels: torch.Te
 
 
 def _forward_with_graph(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A leaf copy of ``x`` that requires grad, and the model's logits for it with their graph."""
+    """``x`` detached as a leaf that requires grad, and the model's logits with their graph."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         return x, model(x)
