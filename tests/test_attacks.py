@@ -614,3 +614,19 @@ def test_pgd_restarts_only_help_and_are_counted(model, small):
     assert accuracy(model, five.adversarial, y) <= accuracy(model, one.adversarial, y)
     with pytest.raises(ValueError, match="restarts"):
         run_attack(model, x, y, AttackSpec(name="fgsm", restarts=2))
+
+
+def test_eval_mode_restores_mixed_flags_even_if_the_block_changes_them():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 3))
+    net.train()
+    net[1].eval()  # BN frozen inside a training network
+    net[3].bias.requires_grad_(False)
+    modes = [m.training for m in net.modules()]
+    flags = [p.requires_grad for p in net.parameters()]
+    with eval_mode(net):
+        assert not any(m.training for m in net.modules())
+        assert not any(p.requires_grad for p in net.parameters())
+        net[3].train()  # the block may change flags: they still come back as they were
+        net[0].weight.requires_grad_(True)
+    assert [m.training for m in net.modules()] == modes
+    assert [p.requires_grad for p in net.parameters()] == flags

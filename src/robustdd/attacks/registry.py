@@ -196,7 +196,7 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
     if spec.targeted and not info.targeted and not clean_pass:
         raise ValueError(f"attack {spec.name!r} has no targeted form; refusing to run it "
                          "targeted (it would silently measure something else)")
-    if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
+    if images.numel() and not _in_unit_range(images):
         raise ValueError("attacks take [0, 1] pixel images; got values outside that range "
                          "(or NaN)")
     view = normalised_view(model) if legacy else None
@@ -231,6 +231,12 @@ def run_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spe
                         clean_pass)
 
 
+def _in_unit_range(images: torch.Tensor) -> bool:
+    """Whether every value lies in [0, 1] (NaN does not): one reduction, one sync."""
+    low, high = torch.aminmax(images)
+    return bool((low >= 0) & (high <= 1))
+
+
 def _in_batches(runner: Runner, model: nn.Module, images: torch.Tensor, goal: torch.Tensor,
                 spec: AttackSpec, generator: torch.Generator
                 ) -> tuple[torch.Tensor, int | None, float | None]:
@@ -251,7 +257,8 @@ def _in_batches(runner: Runner, model: nn.Module, images: torch.Tensor, goal: to
         grads.append(g)
         queried += [q[0] * adv.shape[0]] if q else []
     most = None if any(g is None for g in grads) else max(grads)
-    return torch.cat(parts), most, (sum(queried) / max(n, 1) if queried else None)
+    adversarial = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return adversarial, most, (sum(queried) / max(n, 1) if queried else None)
 
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str, *,
