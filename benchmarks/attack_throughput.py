@@ -174,11 +174,14 @@ def main() -> None:
     with torch.no_grad():
         y = model(x).argmax(1)
 
+    # One attack call sees the whole batch, as torchattacks does (evaluations split into
+    # BEARD's batches of 256; runs before 2026-12-04 18:40 did that here too).
+    one_call = {"batch_size": args.batch}
     specs = {
-        "fgsm": ("FGSM ε=8/255", AttackSpec(name="fgsm")),
-        "pgd": ("PGD-L∞ 10 steps", AttackSpec(name="pgd")),
-        "cw": ("CW-L2 100 steps", AttackSpec(name="cw")),
-        "deepfool": ("DeepFool 50 steps", AttackSpec(name="deepfool")),
+        "fgsm": ("FGSM ε=8/255", AttackSpec(name="fgsm", **one_call)),
+        "pgd": ("PGD-L∞ 10 steps", AttackSpec(name="pgd", **one_call)),
+        "cw": ("CW-L2 100 steps", AttackSpec(name="cw", **one_call)),
+        "deepfool": ("DeepFool 50 steps", AttackSpec(name="deepfool", **one_call)),
     }
     rows = []
     for name in args.attacks.split(","):
