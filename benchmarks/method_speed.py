@@ -20,38 +20,26 @@ import argparse
 import os
 import tempfile
 import time
+from functools import partial
 
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from robustdd import distill, load_dataset
+from robustdd.cli import parse_overrides
 from robustdd.distill.base import get_method
 from robustdd.runtime import environment, resolve_device
 
 KD_FAMILY = ("sre2l", "guard-sre2l")
 
 
-def timed(method: str, train, ipc: int, iterations: int, device: str, profile: str,
-          settings: dict) -> tuple[float, dict]:
-    known = get_method(method).config_cls.model_fields
-    extra = {k: v for k, v in settings.items() if k in known}
+def timed(method: str, train, ipc: int, iterations: int, *, device: str, profile: str,
+          overrides: dict) -> tuple[float, dict]:
     start = time.perf_counter()
     syn = distill(method, train, ipc, seed=0, profile=profile, device=device,
-                  iterations=iterations, **extra)
+                  iterations=iterations, **overrides)
     return time.perf_counter() - start, syn.meta
-
-
-def parse_settings(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` strings to a dict, values read as YAML scalars (``1`` is an int)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set wants KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def main() -> None:
@@ -64,7 +52,7 @@ def main() -> None:
     parser.add_argument("--profile", default="small")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    settings = parse_settings(args.set)
+    settings = parse_overrides(args.set)
     lo, hi = (int(i) for i in args.iterations.split(","))
     os.environ.setdefault("ROBUSTDD_CACHE", tempfile.mkdtemp(prefix="robustdd-speed-"))
     train = load_dataset(args.dataset, "train")
@@ -75,12 +63,14 @@ def main() -> None:
         table.add_column(col)
     console = Console()
     for method in args.methods.split(","):
-        run = (method, train, args.ipc)
-        warm, meta = timed(*run, 1, args.device, args.profile, settings)  # fills the caches
+        known = get_method(method).config_cls.model_fields  # --set applies where it exists
+        run = partial(timed, method, train, args.ipc, device=args.device, profile=args.profile,
+                      overrides={k: v for k, v in settings.items() if k in known})
+        warm, meta = run(1)  # fills the caches
         squeeze = meta.get("teacher", {}).get("train", {}).get("seconds") \
             if method in KD_FAMILY else None
-        t_lo, _ = timed(*run, lo, args.device, args.profile, settings)
-        t_hi, _ = timed(*run, hi, args.device, args.profile, settings)
+        t_lo, _ = run(lo)
+        t_hi, _ = run(hi)
         per_it = (t_hi - t_lo) / (hi - lo)
         table.add_row(method, f"{per_it:.2f}", f"{t_lo - lo * per_it:.1f}",
                       f"{squeeze:.0f}" if squeeze is not None else "")

@@ -7,16 +7,18 @@ check the tests themselves on a machine without a GPU.
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
 import torch
 
 import robustdd
+import robustdd.distill.methods  # registers the built-in methods
 from robustdd.attacks import AttackSpec, run_attack
 from robustdd.attacks.suites import suite
 from robustdd.data import load_dataset
-from robustdd.distill.base import METHODS, get_method
+from robustdd.distill.base import METHODS
 from robustdd.nn import build_model
 from robustdd.nn.train import TrainConfig, train_model
 
@@ -26,7 +28,6 @@ pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available
 
 #: (method, variant) pairs: every registered method, and the reference-code variant of each
 #: robust method that has one.
-get_method("dm")  # registers the built-in methods
 METHOD_VARIANTS = [(name, None) for name in sorted(METHODS)] + [
     ("rome", "faithful"), ("guard-sre2l", "faithful"), ("rdd-dc", "faithful")]
 
@@ -47,6 +48,13 @@ def trained(digits):
     with torch.no_grad():
         y = net.eval()(x).argmax(1)  # every example starts correctly classified
     return net, x, y
+
+
+@pytest.fixture(scope="module")
+def on_device(trained):
+    """A copy of the trained net and the first 32 examples, on the device."""
+    net, x, y = trained
+    return copy.deepcopy(net).to(DEVICE), x[:32].to(DEVICE), y[:32].to(DEVICE)
 
 
 @pytest.mark.parametrize(("method", "variant"), METHOD_VARIANTS,
@@ -73,10 +81,8 @@ def test_evaluation_record_names_the_device(digits):
 
 
 @pytest.mark.parametrize("suite_name", ["beard", "beard-query", "guard", "beard-legacy"])
-def test_suites_keep_bounds_on_the_device(trained, suite_name):
-    net, x, y = trained
-    net = net.to(DEVICE)
-    x, y = x[:32].to(DEVICE), y[:32].to(DEVICE)
+def test_suites_keep_bounds_on_the_device(on_device, suite_name):
+    net, x, y = on_device
     for spec in suite(suite_name):
         spec = spec.model_copy(update={"queries": min(spec.queries, 100),
                                        "samples": min(spec.samples, 32)})
@@ -96,28 +102,23 @@ def test_gradient_attacks_agree_with_the_cpu(trained, name):
     """Same model, images and spec on both devices: the attacks must fool the same examples
     (floating-point sums differ between devices, so single pixels may not match)."""
     net, x, y = trained
+    dev_net = copy.deepcopy(net).to(DEVICE)
     spec = AttackSpec(name=name, norm="l2" if name in ("pgd-l2", "cw", "deepfool") else "linf",
                       eps=0.5 if name == "pgd-l2" else 8 / 255,
                       steps=20 if name == "cw" else 10)
     with torch.no_grad():
-        cpu_adv = run_attack(net.cpu(), x, y, spec).adversarial
-        cpu_pred = net(cpu_adv).argmax(1)
-        dev_net = net.to(DEVICE)
+        cpu_pred = net(run_attack(net, x, y, spec).adversarial).argmax(1)
         dev_adv = run_attack(dev_net, x.to(DEVICE), y.to(DEVICE), spec).adversarial
         dev_pred = dev_net(dev_adv).argmax(1).cpu()
-        net.cpu()
     # (a gradient sign that flips between devices moves a pixel by 2ε: compare outcomes)
     assert (cpu_pred == dev_pred).float().mean() >= 0.95
 
 
 @pytest.mark.parametrize("name", ["pgd", "square", "spsa"])
-def test_seeded_attacks_repeat_on_the_device(trained, name):
+def test_seeded_attacks_repeat_on_the_device(on_device, name):
     """Random starts and query attacks draw from the spec's seed: two runs give one result."""
-    net, x, y = trained
-    net = net.to(DEVICE)
-    x, y = x[:32].to(DEVICE), y[:32].to(DEVICE)
+    net, x, y = on_device
     spec = AttackSpec(name=name, random_start=name == "pgd", queries=100, samples=32, seed=3)
     a = run_attack(net, x, y, spec).adversarial
     b = run_attack(net, x, y, spec).adversarial
-    net.cpu()
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
