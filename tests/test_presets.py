@@ -83,3 +83,24 @@ def test_small_gradient_matching_starts_from_real_images():
     for method in ("dc", "dsa", "guard-dc", "rdd-dc"):
         assert get_method(method).resolve_config("small", {}).init == "real"
     assert get_method("dc").resolve_config("small", {"init": "noise"}).init == "noise"
+
+
+def test_robust_methods_default_to_the_issue_and_reference_settings():
+    """ROME (reference/rome-and-beard.md §1), GUARD (methods.md §9) and RDD (§10) defaults."""
+    rome = get_method("rome").resolve_config("paper", {})
+    prior = rome.resolved()["prior"]
+    assert (rome.variant, rome.alpha, rome.rpm_method, rome.rpm_steps) == ("paper", 0.2, "pgd", 7)
+    assert (prior.eps, prior.steps, prior.step_size) == (8 / 255, 10, 2 / 255)
+    assert (prior.targeted, prior.random_start, prior.target_policy) == (True, True, "next")
+    assert rome.resolved()["robust_pretrained"] and rome.adversarial_perturbation
+    faithful = get_method("rome").resolve_config("paper", {"variant": "faithful"}).resolved()
+    assert (faithful["distance"], faithful["accuracy_weighted_ce"],
+            faithful["prior"].step_size, faithful["prior"].target_policy) == (
+                "tv2", True, 2 / 225, "next-mod-10")
+    guard = get_method("guard-sre2l").resolve_config("paper", {})
+    assert (guard.variant, guard.curvature_weight, guard.curvature_h) == ("paper", 100.0, 3.0)
+    for name in ("rdd-dc", "rdd-idm"):
+        rdd = get_method(name).resolve_config("paper", {})
+        assert (rdd.alpha, rdd.cvar_convention, rdd.centres_per_class) == (0.8, "tail", 10)
+    rdd_dc = get_method("rdd-dc").resolve_config("paper", {})
+    assert (rdd_dc.outer_loop, rdd_dc.inner_loop, rdd_dc.variant) == (2, 2, "paper")

@@ -20,7 +20,7 @@ def choose_targets(labels: torch.Tensor, num_classes: int, policy: str = "next",
     * ``least-likely``: the class with the lowest logit other than y (needs ``logits``);
     * ``next-mod-10``: ``(y + 1) mod 10`` whatever C is — BEARD/ROME's hard-coded rule, kept
       only for the legacy suite; with C < 10 it would name classes that do not exist, so it
-      refuses, and with C > 10 it differs from ``next`` (class 9 targets 0, 19 targets 10...).
+      refuses, and with C > 10 it differs from ``next`` (class 9 targets 0, and so does 19).
     """
     if num_classes < 2:
         raise ValueError("targeted attacks need at least two classes")
