@@ -86,6 +86,22 @@ def test_penalty_parameter_gradient_matches_finite_differences():
         assert float(grad[idx]) == pytest.approx(fd, rel=1e-5, abs=1e-9)
 
 
+@pytest.mark.parametrize("per_sample, squared", [(False, False), (True, True)])
+def test_penalty_without_z_reuses_the_input_gradient_exactly(per_sample, squared):
+    """z=None takes ∇ℓ(x) once for both z and the difference: same z, value and parameter
+    gradients as the reference's two passes (gradient_direction, then the difference)."""
+    net, x, y = _smooth_net()
+    z_ref = gradient_direction(net, x, y, 3.0)
+    ref, _ = curvature_penalty(net, x, y, 3.0, squared=squared, per_sample=per_sample, z=z_ref)
+    fused, z = curvature_penalty(net, x, y, 3.0, squared=squared, per_sample=per_sample)
+    assert not z.requires_grad
+    assert torch.allclose(z, z_ref, rtol=1e-12, atol=1e-14)
+    assert float(fused) == pytest.approx(float(ref), rel=1e-10)
+    params = list(net.parameters())
+    for a, b in zip(torch.autograd.grad(ref, params), torch.autograd.grad(fused, params)):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_code_form_is_the_per_sample_form_over_batch_size():
     net, x, y = _smooth_net()
     z = gradient_direction(net, x, y, 3.0)
