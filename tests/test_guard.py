@@ -98,7 +98,8 @@ def test_penalty_without_z_reuses_the_input_gradient_exactly(per_sample, squared
     assert torch.allclose(z, z_ref, rtol=1e-12, atol=1e-14)
     assert float(fused) == pytest.approx(float(ref), rel=1e-10)
     params = list(net.parameters())
-    for a, b in zip(torch.autograd.grad(ref, params), torch.autograd.grad(fused, params)):
+    for a, b in zip(torch.autograd.grad(ref, params), torch.autograd.grad(fused, params),
+                    strict=True):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
