@@ -3,6 +3,8 @@ ablation switches, end to end through API and CLI, resume."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from test_checkpoint import resumes_identically
@@ -131,6 +133,20 @@ def test_least_likely_prior_targets_the_lowest_clean_logit(digits_model, batch):
 def test_fixed_matching_net_refuses_accuracy_weighting():
     with pytest.raises(ValueError, match="accuracy-weighted CE"):
         IDMVariant("x", matching_net=torch.nn.Linear(1, 1), accuracy_weighted_ce=True)
+
+
+@pytest.mark.parametrize("overrides", [{"variant": "faithful", "robust_pretrained": True},
+                                       {"accuracy_weighted_ce": True}])
+def test_rpm_with_accuracy_weighting_is_refused_before_any_training(overrides, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the RPM was trained before the configuration was refused")
+
+    rome_module = importlib.import_module("robustdd.distill.methods.rome")
+    monkeypatch.setattr(rome_module, "adversarially_trained_model", no_training)
+    with pytest.raises(ValueError, match=r"robust pretrained model .* accuracy-weighted CE"):
+        get_method("rome").resolve_config("paper", overrides)
+    with pytest.raises(ValueError, match=r"robust pretrained model .* accuracy-weighted CE"):
+        robustdd.distill("rome", "digits", 1, profile="smoke", **overrides)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"variant": "faithful"},

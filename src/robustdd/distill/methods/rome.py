@@ -31,7 +31,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from robustdd.distill.base import DistillContext, register_method
@@ -85,6 +85,18 @@ class ROMEConfig(IDMConfig):
     rpm_steps: int = Field(7, ge=1)
     rpm_train_examples: int | None = Field(None, ge=1)
     rpm_seed: int = 0
+
+    @model_validator(mode="after")
+    def _rpm_without_accuracy_weighted_ce(self) -> ROMEConfig:
+        # Checked here, not only when the loop is built, so the error comes before the RPM's
+        # (up to 101-epoch) adversarial training.
+        r = self.resolved()
+        if r["robust_pretrained"] and r["accuracy_weighted_ce"]:
+            raise ValueError(
+                "the robust pretrained model (RPM) cannot be combined with accuracy-weighted CE, "
+                "which uses the pool nets' running accuracies; set robust_pretrained: false "
+                "(the faithful variant's default) or accuracy_weighted_ce: false")
+        return self
 
     def resolved(self) -> dict[str, Any]:
         """The variant-dependent settings after filling ``None`` fields."""
