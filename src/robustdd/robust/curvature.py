@@ -13,7 +13,7 @@ The gradients are taken with ``create_graph=True``, so the penalty back-propagat
 network's parameters (double backward). When z is not given, ∇ₓℓ(x) is computed once, with its
 graph, and serves both as the direction (detached) and as the second term of the difference. The
 reference computes it twice (a plain backward for z, then again inside the difference); the
-values are the same up to float rounding and the step is about 15 % cheaper
+values are the same up to float rounding and the step is 12–16 % cheaper on a CPU
 (``benchmarks/curvature_speed.py``).
 
 Units of h. The reference works on mean/std-normalised tensors and h = 3 is in those units; a
