@@ -3,6 +3,8 @@ forms, the squeeze objective's BN handling, guard-sre2l and guard-dc end to end.
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -142,12 +144,25 @@ def test_guard_dc_with_zero_weight_is_dc_and_otherwise_differs(one_thread, digit
         assert g.meta["guard"]["variant"] == "reconstructed" and g.meta["guard"]["form"] == form
 
 
+def test_zero_weight_objective_is_plain_ce_without_the_penalty_pass(monkeypatch):
+    def no_penalty(*args, **kwargs):
+        raise AssertionError("the penalty was computed at weight 0")
+
+    monkeypatch.setattr(importlib.import_module("robustdd.robust.curvature"),
+                        "curvature_penalty", no_penalty)
+    net, x, y = _smooth_net()
+    loss = curvature_objective(0.0, space="pixel")(net, x, y, torch.Generator())
+    assert float(loss) == pytest.approx(float(F.cross_entropy(net(x), y)), rel=1e-12)
+    with pytest.raises(AssertionError, match="weight 0"):
+        curvature_objective(1.0, space="pixel")(net, x, y, torch.Generator())
+
+
 def test_guard_sre2l_regularises_the_teacher_and_keeps_sre2l_otherwise(one_thread, digits_splits):
     train, test = digits_splits
     base = robustdd.distill("sre2l", train, ipc=1, seed=0, profile="smoke", jpeg_quality=None)
     zero = robustdd.distill("guard-sre2l", train, ipc=1, seed=0, profile="smoke",
                             jpeg_quality=None, curvature_weight=0.0)
-    assert torch.allclose(base.images, zero.images, atol=1e-6)
+    assert torch.equal(base.images, zero.images)  # the penalty is skipped, not weighted by 0
     paper = robustdd.distill("guard-sre2l", train, ipc=1, seed=0, profile="smoke",
                              jpeg_quality=None)
     faithful = robustdd.distill("guard-sre2l", train, ipc=1, seed=0, profile="smoke",
