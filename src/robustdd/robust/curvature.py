@@ -84,18 +84,14 @@ def curvature_penalty(net: nn.Module, x: Tensor, y: Tensor, h: float = 3.0, *,
     reduction = "sum" if per_sample else "mean"
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        if z is None:  # one pass gives both z and ∇ℓ(x) (module docstring)
-            (g0,) = torch.autograd.grad(F.cross_entropy(net(xg), y, reduction=reduction), xg,
-                                        create_graph=True)
+        (g0,) = torch.autograd.grad(F.cross_entropy(net(xg), y, reduction=reduction), xg,
+                                    create_graph=True)
+        if z is None:  # ∇ℓ(x) also gives the direction (module docstring)
             # z always follows the batch-mean loss's gradient: the sum's divided by B
             z = _direction(g0 / x.shape[0] if per_sample else g0, h)
-            (g1,) = torch.autograd.grad(F.cross_entropy(net(xg + z), y, reduction=reduction), xg,
-                                        create_graph=True)
-            delta = g1 - g0
-        else:
-            diff = (F.cross_entropy(net(xg + z), y, reduction=reduction)
-                    - F.cross_entropy(net(xg), y, reduction=reduction))
-            (delta,) = torch.autograd.grad(diff, xg, create_graph=True)
+        (g1,) = torch.autograd.grad(F.cross_entropy(net(xg + z), y, reduction=reduction), xg,
+                                    create_graph=True)
+    delta = g1 - g0
     norms = delta.flatten(1).norm(dim=1)
     return (norms ** 2 if squared else norms).mean(), z
 
