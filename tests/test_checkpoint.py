@@ -74,3 +74,35 @@ def test_corrupt_or_pickled_checkpoint_is_refused(one_thread, digits_splits, tmp
     torch.save({"format": "x", "evil": Evil()}, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(CorruptDataError):
         distill("dm", digits_splits[0], ipc=1, profile="smoke", checkpoint_dir=tmp_path)
+
+
+def test_a_resumed_run_counts_the_time_of_the_interrupted_one(one_thread, digits_splits,
+                                                              tmp_path, monkeypatch):
+    """distill_seconds covers the whole run, not only the process that finished it."""
+    train = digits_splits[0]
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        with pytest.raises(Interrupted):
+            distill("dm", train, ipc=2, seed=3, profile="smoke", checkpoint_dir=tmp_path,
+                    checkpoint_every=2, iterations=7)
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["elapsed_seconds"]
+    assert saved > 0
+    resumed = distill("dm", train, ipc=2, seed=3, profile="smoke", checkpoint_dir=tmp_path,
+                      checkpoint_every=2, iterations=7)
+    timings = resumed.meta["timings"]
+    assert timings["before_resume_seconds"] == pytest.approx(saved)
+    assert resumed.meta["distill_seconds"] > saved
+    assert timings["total_seconds"] == resumed.meta["distill_seconds"]
+
+
+def test_a_checkpoint_without_elapsed_time_resumes_from_zero(one_thread, digits_splits,
+                                                             tmp_path):
+    """Checkpoints written before the field existed still resume (their time is unknown)."""
+    train = digits_splits[0]
+    distill("dm", train, ipc=1, profile="smoke", checkpoint_dir=tmp_path)
+    doc = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    del doc["elapsed_seconds"]
+    torch.save(doc, tmp_path / CHECKPOINT_NAME)
+    again = distill("dm", train, ipc=1, profile="smoke", checkpoint_dir=tmp_path)
+    assert "before_resume_seconds" not in again.meta["timings"]
+    assert again.meta["distill_seconds"] >= 0

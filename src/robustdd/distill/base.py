@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +114,9 @@ def distill(method: str, dataset: str | ImageDataset, ipc: int, seed: int = 0,
 
     With ``checkpoint_dir``, iterative methods save their state there every
     ``checkpoint_every`` iterations and a later call with the same arguments resumes from it
-    (same result as an uninterrupted run). The last checkpoint is kept (a rerun then finishes at
-    once); delete the directory when the result is safely stored.
+    (same result as an uninterrupted run), and ``meta["distill_seconds"]`` then counts the
+    earlier processes' time up to their last checkpoint as well. The last checkpoint is kept (a
+    rerun then finishes at once); delete the directory when the result is safely stored.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
@@ -138,15 +138,17 @@ def distill(method: str, dataset: str | ImageDataset, ipc: int, seed: int = 0,
                                 checkpoint_every, run_fingerprint(identity))
     ctx = DistillContext(data=data, ipc=ipc, seed=seed, device=dev, progress=progress, arch=arch,
                          checkpoint=checkpointer)
-    start = time.perf_counter()
     result = spec.run(ctx, config)
-    seconds = time.perf_counter() - start
+    seconds = checkpointer.elapsed()  # includes the time of earlier, interrupted processes
     result.meta.update({
         "method": method, "dataset": data.name, "ipc": ipc, "seed": seed, "profile": profile,
         "arch": arch, "config": config.model_dump(), "distill_seconds": seconds,
         "environment": environment(dev),
     })
-    result.meta.setdefault("timings", {})["total_seconds"] = seconds
+    timings = result.meta.setdefault("timings", {})
+    timings["total_seconds"] = seconds
+    if checkpointer.prior_seconds:
+        timings["before_resume_seconds"] = checkpointer.prior_seconds
     return result
 
 

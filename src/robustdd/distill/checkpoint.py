@@ -12,12 +12,18 @@ Files are written atomically (``checkpoint.pt`` is replaced, never half-written)
 ``torch.save`` and read back with ``weights_only=True``, so a checkpoint cannot execute code.
 Each checkpoint carries a fingerprint of (method, dataset, ipc, seed, config); resuming with a
 different run's checkpoint is refused.
+
+Each checkpoint also carries the seconds the run had spent when it was written, counted from
+the start of the first process. A resumed run adds them to its own time, so a record's
+``distill_seconds`` is the cost of the whole distillation, not of its last piece (the work done
+after the last checkpoint of an interrupted process is redone and counted once).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +52,8 @@ class Checkpointer:
     every: int = 100
     fingerprint: str = ""
     saved: int = field(default=0, init=False)  # checkpoints written by this process
+    prior_seconds: float = field(default=0.0, init=False)  # spent before this process resumed
+    started: float = field(default_factory=time.perf_counter, init=False)
 
     @property
     def enabled(self) -> bool:
@@ -71,7 +79,13 @@ class Checkpointer:
             raise IncompatibleError(
                 f"{path} belongs to a different run (method, dataset, ipc, seed or config "
                 "differ); use another checkpoint directory or delete it")
+        # Checkpoints written before this field existed count from zero.
+        self.prior_seconds = float(doc.get("elapsed_seconds", 0.0))
         return doc["state"]
+
+    def elapsed(self) -> float:
+        """Seconds of the whole run so far: earlier processes' (from the checkpoint) plus ours."""
+        return self.prior_seconds + time.perf_counter() - self.started
 
     def step(self, iteration: int, total: int, state: Callable[[], dict[str, Any]]) -> None:
         """After iteration ``iteration`` (0-based): save when due or at the end of the run.
@@ -86,7 +100,7 @@ class Checkpointer:
         if done % self.every and done != total:
             return
         payload = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
-                   "state": {**state(), "iteration": done}}
+                   "elapsed_seconds": self.elapsed(), "state": {**state(), "iteration": done}}
         self.directory.mkdir(parents=True, exist_ok=True)
         with open_atomic(self.path, "wb") as handle:
             torch.save(payload, handle)
