@@ -122,6 +122,18 @@ def test_bad_names_and_budgets_are_clear(digits_train):
         robustdd.distill("random", digits_train, ipc=1000)
 
 
+@pytest.mark.parametrize("method, name, budget", [
+    ("dm", "DM", {"iterations": 3, "batch_real": 4}),
+    ("dc", "DC", {"iterations": 2}),
+    ("idm", "idm", {"iterations": 2}),
+])
+def test_a_diverged_set_is_refused_not_returned(digits_train, method, name, budget):
+    # lr_img near float32's maximum sends the images to Inf within an iteration or two
+    with pytest.raises(FloatingPointError, match=f"{name} diverged.*lower lr_img"):
+        robustdd.distill(method, digits_train, ipc=1, seed=0, profile="smoke", lr_img=1e38,
+                         **budget)
+
+
 def test_cifar10_real_path_smoke(cifar10_train, cifar10_test):
     """The real shared CIFAR-10 through distill (DM) and evaluate at the smoke budget."""
     syn = robustdd.distill("dm", cifar10_train, ipc=1, seed=0, profile="smoke", iterations=2)

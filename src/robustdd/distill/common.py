@@ -1,4 +1,5 @@
-"""Pieces every distillation method shares: initial synthetic images and per-class real batches."""
+"""Pieces every distillation method shares: initial synthetic images, per-class real batches and
+the final pixels of a set learned in normalised space."""
 
 from __future__ import annotations
 
@@ -39,3 +40,14 @@ def sample_real_batches(class_idx: list[torch.Tensor], n: int,
     """``n`` distinct indices per class (fewer if a class is smaller), class-major, [C, n]."""
     rows = [idx[torch.randperm(idx.numel(), generator=generator)[:n]] for idx in class_idx]
     return torch.stack(rows)
+
+
+def synthetic_pixels(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                     method: str) -> torch.Tensor:
+    """Pixels (on the CPU) of synthetic images learned in normalised space; refuses a set that
+    diverged (NaN/Inf) and names the method and the setting to lower."""
+    pixels = (z.detach() * std + mean).cpu()
+    if not torch.isfinite(pixels).all():
+        raise FloatingPointError(f"{method} diverged: the synthetic images contain NaN/Inf; "
+                                 "lower lr_img")
+    return pixels

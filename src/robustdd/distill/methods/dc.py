@@ -33,7 +33,13 @@ from torch import nn
 
 from robustdd.distill.base import DistillContext, MethodConfig, register_method
 from robustdd.distill.checkpoint import generator_state, load_generator_state
-from robustdd.distill.common import initial_images, per_class_indices, sample_real_batches
+from robustdd.distill.common import (
+    initial_images,
+    normalisation,
+    per_class_indices,
+    sample_real_batches,
+    synthetic_pixels,
+)
 from robustdd.distill.losses.gradient import (
     Metric,
     RealLoss,
@@ -144,8 +150,7 @@ def run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str, *,
     stream = stream or name
     dev, data, C, ipc = ctx.device, ctx.data, ctx.num_classes, ctx.ipc
     outer_loop, inner_loop = config.loops(ipc)
-    mean = torch.tensor(data.mean, device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=dev).view(1, -1, 1, 1)
+    mean, std = normalisation(ctx)
     init_pixels, labels = initial_images(ctx, config.init)
     z = ((init_pixels.to(dev) - mean) / std).requires_grad_(True)
     optimizer = torch.optim.SGD([z], lr=config.lr_img, momentum=config.momentum)
@@ -215,10 +220,7 @@ def run_gradient_matching(ctx: DistillContext, config: DCConfig, name: str, *,
             losses.append(total / (C * outer_loop))
             ctx.checkpoint.step(it, config.iterations, state)
             advance(1)
-    pixels = (z.detach() * std + mean).cpu()
-    if not torch.isfinite(pixels).all():
-        raise FloatingPointError(f"{name.upper()} diverged: the synthetic images contain "
-                                 "NaN/Inf; lower lr_img")
+    pixels = synthetic_pixels(z, mean, std, name.upper())
     return DistilledSet(
         images=pixels, labels=labels, num_classes=C, dataset=data.name, method=name, ipc=ipc,
         class_names=data.class_names, mean=data.mean, std=data.std,

@@ -21,7 +21,13 @@ from pydantic import Field
 
 from robustdd.distill.base import DistillContext, MethodConfig, register_method
 from robustdd.distill.checkpoint import generator_state, load_generator_state
-from robustdd.distill.common import initial_images, per_class_indices, sample_real_batches
+from robustdd.distill.common import (
+    initial_images,
+    normalisation,
+    per_class_indices,
+    sample_real_batches,
+    synthetic_pixels,
+)
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.nn.dsa import DSA, DSAConfig, default_strategy
@@ -52,8 +58,7 @@ PRESETS = {
 def run_dm(ctx: DistillContext, config: DMConfig) -> DistilledSet:
     """Run DM and return the synthetic set in pixel space."""
     dev, data, C, ipc = ctx.device, ctx.data, ctx.num_classes, ctx.ipc
-    mean = torch.tensor(data.mean, device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=dev).view(1, -1, 1, 1)
+    mean, std = normalisation(ctx)
     init_pixels, labels = initial_images(ctx, config.init)
     z = ((init_pixels.to(dev) - mean) / std).requires_grad_(True)
     optimizer = torch.optim.SGD([z], lr=config.lr_img, momentum=config.momentum)
@@ -102,10 +107,7 @@ def run_dm(ctx: DistillContext, config: DMConfig) -> DistilledSet:
             losses.append(float(loss.detach()) / C)
             ctx.checkpoint.step(it, config.iterations, state)
             advance(1)
-    pixels = (z.detach() * std + mean).cpu()
-    if not torch.isfinite(pixels).all():
-        raise FloatingPointError("DM diverged: the synthetic images contain NaN/Inf; "
-                                 "lower lr_img")
+    pixels = synthetic_pixels(z, mean, std, "DM")
     return DistilledSet(
         images=pixels, labels=labels, num_classes=C, dataset=data.name, method="dm", ipc=ipc,
         class_names=data.class_names, mean=data.mean, std=data.std,

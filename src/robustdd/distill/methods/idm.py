@@ -59,6 +59,7 @@ from robustdd.distill.common import (
     normalisation,
     per_class_indices,
     sample_real_batches,
+    synthetic_pixels,
 )
 from robustdd.distill.formation import decode_mosaic2x2, make_mosaic2x2
 from robustdd.distill.losses.distribution import mean_embedding_distance
@@ -384,10 +385,7 @@ def run_idm_family(ctx: DistillContext, config: IDMConfig, variant: IDMVariant) 
             losses.append(float(total) / C)
             ctx.checkpoint.step(it, config.iterations, state)
             advance(1)
-    pixels = (z.detach() * std + mean).cpu()
-    if not torch.isfinite(pixels).all():
-        raise FloatingPointError(f"{variant.method} diverged: the synthetic images contain "
-                                 "NaN/Inf; lower lr_img")
+    pixels = synthetic_pixels(z, mean, std, variant.method)
     return DistilledSet(
         images=pixels, labels=labels, num_classes=C, dataset=data.name, method=variant.method,
         ipc=ipc, formation="mosaic2x2", class_names=data.class_names, mean=data.mean,
