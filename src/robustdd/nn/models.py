@@ -103,7 +103,21 @@ class MLP(nn.Module):
         return self.classifier(self.embed(x))
 
 
-class AlexNet(nn.Module):
+class _FeaturesThenLinear(nn.Module):
+    """A convolutional ``features`` stack, flattened, then one linear ``classifier``."""
+
+    def _attach_classifier(self, in_channels: int, num_classes: int, image_size: int) -> None:
+        self.feature_dim = _flat_size(self.features, in_channels, image_size)
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+class AlexNet(_FeaturesThenLinear):
     """The DD reference AlexNet (5 convs, 128-192-256-192-192 channels)."""
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int):
@@ -115,17 +129,10 @@ class AlexNet(nn.Module):
             nn.Conv2d(192, 256, 3, padding=1), nn.ReLU(True),
             nn.Conv2d(256, 192, 3, padding=1), nn.ReLU(True),
             nn.Conv2d(192, 192, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(2, 2))
-        self.feature_dim = _flat_size(self.features, in_channels, image_size)
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
+        self._attach_classifier(in_channels, num_classes, image_size)
 
 
-class VGG11(nn.Module):
+class VGG11(_FeaturesThenLinear):
     """VGG-11 with instance norm (reference default) or batch norm."""
 
     CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -147,14 +154,7 @@ class VGG11(nn.Module):
             size = size + 2 * pad - 2
             channels = int(v)
         self.features = nn.Sequential(*layers)
-        self.feature_dim = _flat_size(self.features, in_channels, image_size)
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
+        self._attach_classifier(in_channels, num_classes, image_size)
 
 
 class BasicBlock(nn.Module):
