@@ -180,3 +180,18 @@ def test_sanity_warnings_flag_masking():
     assert any("black-box square" in w for w in warnings)
     assert sanity_warnings(50.0, {"untargeted": {"eps": {"0": 50.0, "2": 30.0}}},
                            {"pgd": 30.0}, {"square": 35.0}) == []
+
+
+def test_sanity_warnings_do_not_depend_on_float_noise_at_the_tolerance():
+    from robustdd.evaluate.curves import sanity_warnings
+
+    # one image in 200 apart (0.5 points), as float32 means x 100 come out of a real run:
+    # the gap lands just above or just below 0.5 and must not warn either way
+    for white, black in ((24.50000047683716, 23.99999976158142),
+                         (28.499999046325684, 28.000000715255737)):
+        assert sanity_warnings(30.0, None, {"cw": white}, {"square": black}) == []
+        curve = {"untargeted": {"eps": {"2": black, "4": white}}}
+        assert sanity_warnings(30.0, curve) == []
+    # two images apart warns
+    assert sanity_warnings(30.0, None, {"cw": 25.50000047683716},
+                           {"square": 24.49999988079071}) != []
