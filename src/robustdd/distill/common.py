@@ -42,12 +42,17 @@ def sample_real_batches(class_idx: list[torch.Tensor], n: int,
     return torch.stack(rows)
 
 
-def synthetic_pixels(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                     method: str) -> torch.Tensor:
-    """Pixels (on the CPU) of synthetic images learned in normalised space; refuses a set that
-    diverged (NaN/Inf) and names the method and the setting to lower."""
-    pixels = (z.detach() * std + mean).cpu()
+def refuse_diverged(pixels: torch.Tensor, method: str) -> torch.Tensor:
+    """``pixels`` unchanged, or a FloatingPointError naming the method and the setting to lower
+    when the learned images hold NaN/Inf."""
     if not torch.isfinite(pixels).all():
         raise FloatingPointError(f"{method} diverged: the synthetic images contain NaN/Inf; "
                                  "lower lr_img")
     return pixels
+
+
+def synthetic_pixels(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                     method: str) -> torch.Tensor:
+    """Pixels (on the CPU) of synthetic images learned in normalised space, refused when they
+    diverged (:func:`refuse_diverged`)."""
+    return refuse_diverged((z.detach() * std + mean).cpu(), method)

@@ -48,7 +48,7 @@ from pydantic import Field
 
 from robustdd.distill.base import DistillContext, MethodConfig, register_method
 from robustdd.distill.checkpoint import generator_state, load_generator_state
-from robustdd.distill.common import initial_images
+from robustdd.distill.common import initial_images, refuse_diverged
 from robustdd.distill.experts import ExpertConfig, dataset_zca, expert_buffer
 from robustdd.distill.losses.trajectory import (
     FlatParams,
@@ -288,9 +288,7 @@ def run_mtt(ctx: DistillContext, config: MTTConfig) -> DistilledSet:
     with torch.no_grad():
         final = coords.detach()
         pixels = (zca_dev.inverse(final) if zca_dev is not None else final * std + mean).cpu()
-    if not torch.isfinite(pixels).all():
-        raise FloatingPointError("MTT diverged: the synthetic images contain NaN/Inf; lower "
-                                 "lr_img")
+    refuse_diverged(pixels, "MTT")
     return DistilledSet(
         images=pixels, labels=labels, num_classes=C, dataset=data.name, method="mtt", ipc=ipc,
         lr=float(syn_lr.detach()), class_names=data.class_names, mean=data.mean, std=data.std,
