@@ -402,6 +402,31 @@ def test_transfer_matrix_job_depends_on_the_sets_and_feeds_the_report(one_thread
         load_grid(_grid(tmp_path, bad, "bad.yaml"))
 
 
+def test_a_grid_without_evaluation_distils_and_runs_the_transfer_matrix_only(one_thread,
+                                                                           tmp_path):
+    """`evaluation: null`: no evaluate jobs, and the distill/transfer keys are those of the same
+    grid with an evaluation, so the two share a store's sets and matrices."""
+    base = GRID.replace("seeds: [0, 1]", "seeds: [0]") + (
+        "transfer: {attacks: quick, adversarial_surrogate: false, protocol: {epochs: 2}}\n")
+    evaluated = expand(load_grid(_grid(tmp_path, base)))
+    for off in ("null", "false"):
+        text = base.replace("evaluation: {protocol: {num_models: 1, epochs: 2}}",
+                            f"evaluation: {off}")
+        jobs = expand(load_grid(_grid(tmp_path, text, f"{off}.yaml")))
+        assert [j.kind for j in jobs] == ["distill", "distill", "transfer"]
+        assert {j.key for j in jobs} == {j.key for j in evaluated if j.kind != "evaluate"}
+    summary = run_grid(load_grid(tmp_path / "null.yaml"), tmp_path / "store", device="cpu")
+    assert (summary["jobs"], summary["completed"], summary["failed"]) == (3, 3, 0)
+    store = ResultStore(tmp_path / "store")
+    assert {j["kind"] for j in store.jobs("done")} == {"distill", "transfer"}
+    (transfer,) = [j for j in jobs if j.kind == "transfer"]
+    doc = json.loads((store.verified_artifact(transfer.key) / "transfer.json").read_text())
+    assert set(doc["victims"]) == {"random", "dm"}
+    # The evaluated grid then finds the sets and the matrix done and runs only its evaluations.
+    again = run_grid(load_grid(tmp_path / "grid.yaml"), tmp_path / "store", device="cpu")
+    assert (again["completed"], again["skipped"]) == (2, 3)
+
+
 def test_the_shipped_smoke_preset_runs_end_to_end_and_reruns_for_free(tmp_path):
     """`robustdd bench run presets/smoke.yaml`, as the README says, then again."""
     store = tmp_path / "store"

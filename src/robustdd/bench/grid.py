@@ -114,7 +114,9 @@ class GridSpec(BaseModel):
     ipcs: list[int] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     methods: list[MethodSpec] = Field(min_length=1)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    # None (`evaluation: null` or `false`): no evaluate jobs, e.g. a grid that only distils
+    # sets and runs their transfer matrix, which trains its own victims.
+    evaluation: EvaluationSpec | None = Field(default_factory=EvaluationSpec)
     transfer: TransferSpec | None = None
     arch: str | None = None
 
@@ -124,6 +126,11 @@ class GridSpec(BaseModel):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("evaluation", mode="before")
+    @classmethod
+    def _false_means_none(cls, value: Any) -> Any:
+        return None if value is False else value
 
     @field_validator("ipcs")
     @classmethod
@@ -164,8 +171,9 @@ def _check_names(grid: GridSpec) -> None:
     from robustdd.nn.zoo import architecture_names
 
     archs = architecture_names()
-    named = [("arch", grid.arch),
-             ("evaluation.protocol.arch", grid.evaluation.protocol.get("arch"))]
+    named = [("arch", grid.arch)]
+    if grid.evaluation is not None:
+        named.append(("evaluation.protocol.arch", grid.evaluation.protocol.get("arch")))
     if grid.transfer is not None:
         named.append(("transfer.protocol.arch", grid.transfer.protocol.get("arch")))
     for where, arch in named:
@@ -177,7 +185,7 @@ def _check_names(grid: GridSpec) -> None:
     if dupes:
         raise GridError(f"methods: two entries share the label {', '.join(dupes)}; give each a "
                         "distinct 'label'")
-    if grid.evaluation.protocol:
+    if grid.evaluation is not None and grid.evaluation.protocol:
         from robustdd.evaluate.protocol import EvalProtocol, KDProtocol
 
         errors = []
@@ -256,8 +264,9 @@ def load_grid(path: str | Path) -> GridSpec:
 def expand(grid: GridSpec) -> list[Job]:
     """The grid's jobs, in the order a run takes them: cell by cell (dataset, then IPC from the
     grid's first, then seed), and in each cell every method's distill job followed by its
-    evaluation, then the cell's transfer matrix (depending on the cell's distill jobs). So the
-    first cells give complete method comparisons early."""
+    evaluation (none when the grid's ``evaluation`` is null), then the cell's transfer matrix
+    (depending on the cell's distill jobs). So the first cells give complete method comparisons
+    early."""
     from robustdd.distill import get_method
 
     configs = {m.display: get_method(m.name).resolve_config(grid.profile, m.settings())
@@ -275,6 +284,8 @@ def expand(grid: GridSpec) -> list[Job]:
                     d_key = _key({"kind": "distill", **d_spec, "label": None})
                     jobs.append(Job(d_key, "distill", d_spec))
                     victims[m.display] = d_key
+                    if grid.evaluation is None:
+                        continue
                     e_spec = {"distill": d_key, "label": m.display, "method": m.name,
                               "dataset": dataset, "ipc": ipc, "seed": seed,
                               "profile": grid.profile,
