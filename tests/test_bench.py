@@ -419,7 +419,7 @@ def test_a_grid_without_evaluation_distils_and_runs_the_transfer_matrix_only(one
     assert (summary["jobs"], summary["completed"], summary["failed"]) == (3, 3, 0)
     store = ResultStore(tmp_path / "store")
     assert {j["kind"] for j in store.jobs("done")} == {"distill", "transfer"}
-    (transfer,) = [j for j in jobs if j.kind == "transfer"]
+    (transfer,) = [j for j in evaluated if j.kind == "transfer"]  # the same key (asserted above)
     doc = json.loads((store.verified_artifact(transfer.key) / "transfer.json").read_text())
     assert set(doc["victims"]) == {"random", "dm"}
     # The evaluated grid then finds the sets and the matrix done and runs only its evaluations.
