@@ -143,15 +143,19 @@ def test_errors_are_one_clear_line_and_exit_code_2(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["random", "herding", "kcenter", "dc", "dsa", "idm", "bacon",
-                                    "guard-dc", "rdd-idm"])
+                                    "guard-dc", "rdd-idm", "rome", "guard-sre2l", "rdd-dc"])
 def test_every_method_distills_through_the_cli(one_thread, tmp_path, private_cache, method):
-    """The methods the other CLI tests do not cover (dm, mtt, sre2l, rome, rdd-dc and
-    guard-sre2l have their own), at smoke on digits, evaluated by the CLI's protocol."""
+    """The methods the other CLI tests do not cover (dm, mtt and sre2l have their own), and the
+    robust methods' default variants (their own CLI tests run the faithful ones), at smoke on
+    digits, evaluated by the CLI's protocol."""
     out = tmp_path / method
     _ok(["distill", method, "digits", "--ipc", "1", "--profile", "smoke", "--out", str(out),
          "--device", "cpu"])
     syn = DistilledSet.load(out)
     assert (syn.method, syn.ipc, syn.meta["profile"]) == (method, 1, "smoke")
+    variant_key = {"rome": "rome", "guard-sre2l": "guard", "rdd-dc": "rdd"}.get(method)
+    if variant_key:
+        assert syn.meta[variant_key]["variant"] == "paper"
     record = tmp_path / "rec.json"
     _ok(["evaluate", str(out), "--profile", "smoke", "--models", "1", "--suite", "none",
          "--out", str(record)])
