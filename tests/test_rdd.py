@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import robustdd
 from robustdd.cli import app
+from robustdd.distill import get_method
 from robustdd.distilled import DistilledSet
 from robustdd.nn import build_model
 from robustdd.robust.cvar import (
@@ -65,6 +66,14 @@ def test_cvar_conventions_and_by_hand():
         tail_fraction(1.5)
     with pytest.raises(ValueError):
         cvar(torch.tensor([]), 0.8)
+
+
+@pytest.mark.parametrize("method", ["rdd-dc", "rdd-idm"])
+def test_a_cvar_level_the_convention_cannot_use_is_refused_with_the_settings(method):
+    spec = get_method(method)
+    assert spec.resolve_config("smoke", {"alpha": 1.0}).alpha == 1.0  # tail: the plain mean
+    with pytest.raises(ValueError, match="1 is allowed under the 'tail' convention only"):
+        spec.resolve_config("smoke", {"alpha": 1.0, "cvar_convention": "confidence"})
 
 
 def test_cvar_gradient_weights_the_tail():

@@ -36,7 +36,8 @@ Convention = Literal["tail", "confidence"]
 def tail_fraction(alpha: float, convention: Convention = "tail") -> float:
     """The fraction q of worst losses CVaR averages under ``convention``."""
     if not 0 < alpha < 1 and not (convention == "tail" and alpha == 1):
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+        raise ValueError(f"alpha must lie in (0, 1) (1 is allowed under the 'tail' convention "
+                         f"only), got {alpha} under {convention!r}")
     if convention == "tail":
         return float(alpha)
     if convention == "confidence":

@@ -33,7 +33,7 @@ import copy
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from robustdd.distill.base import DistillContext, register_method
@@ -49,6 +49,7 @@ from robustdd.robust.cvar import (
     greedy_centres,
     official_objective,
     rdd_objective,
+    tail_fraction,
 )
 
 __all__ = ["RDDDCConfig", "RDDIDMConfig", "cvar_net_update", "rdd_pool_objective"]
@@ -75,6 +76,12 @@ class RDDDCConfig(DCConfig):
     iterations: int = Field(2000, ge=0)
     dsa: bool = True
 
+    @model_validator(mode="after")
+    def check_tail_fraction(self):
+        """Refuse a CVaR level the convention cannot use when the settings are made."""
+        tail_fraction(self.alpha, self.cvar_convention)
+        return self
+
 
 class RDDIDMConfig(IDMConfig):
     """IDM's settings plus RDD's group-CVaR pool training."""
@@ -82,6 +89,12 @@ class RDDIDMConfig(IDMConfig):
     alpha: float = Field(0.8, gt=0, le=1)
     cvar_convention: Literal["tail", "confidence"] = "tail"
     centres_per_class: int = Field(MAX_CENTRES_PER_CLASS, ge=1)
+
+    @model_validator(mode="after")
+    def check_tail_fraction(self):
+        """Refuse a CVaR level the convention cannot use when the settings are made."""
+        tail_fraction(self.alpha, self.cvar_convention)
+        return self
 
 
 def _cluster_labels(net: nn.Module, real: Tensor, real_labels: Tensor, syn: Tensor,
