@@ -68,20 +68,23 @@ def test_gradient_difference_over_h_tends_to_the_hessian_vector_product():
     assert float(penalty.detach()) / h == pytest.approx(float(torch.stack(want).mean()), rel=1e-3)
 
 
-def test_penalty_parameter_gradient_matches_finite_differences():
+@pytest.mark.parametrize("per_sample, squared", [(True, True), (False, False)],
+                         ids=["paper", "code"])
+def test_penalty_parameter_gradient_matches_finite_differences(per_sample, squared):
     net, x, y = _smooth_net()
     z = gradient_direction(net, x, y, 0.5)
     weight = net[1].weight
-    penalty, _ = curvature_penalty(net, x, y, 0.5, squared=True, per_sample=True, z=z)
+    form = {"squared": squared, "per_sample": per_sample}
+    penalty, _ = curvature_penalty(net, x, y, 0.5, z=z, **form)
     (grad,) = torch.autograd.grad(penalty, weight)
     eps = 1e-6
     for idx in [(0, 0), (2, 3), (4, 5)]:
         with torch.no_grad():
             weight[idx] += eps
-        up, _ = curvature_penalty(net, x, y, 0.5, squared=True, per_sample=True, z=z)
+        up, _ = curvature_penalty(net, x, y, 0.5, z=z, **form)
         with torch.no_grad():
             weight[idx] -= 2 * eps
-        down, _ = curvature_penalty(net, x, y, 0.5, squared=True, per_sample=True, z=z)
+        down, _ = curvature_penalty(net, x, y, 0.5, z=z, **form)
         with torch.no_grad():
             weight[idx] += eps
         fd = (float(up.detach()) - float(down.detach())) / (2 * eps)
