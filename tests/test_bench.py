@@ -115,7 +115,7 @@ def test_job_keys_follow_the_resolved_config(tmp_path):
 
 @pytest.mark.parametrize("name", ["smoke", "rome-table1", "rome-table2", "rdd-table1", "guard",
                                   "rome-small", "rome-ablation-small", "guard-small",
-                                  "rdd-small", "rome-transfer-small"])
+                                  "rdd-small", "rome-transfer-small", "rome-ablation"])
 def test_shipped_presets_are_valid(name):
     grid = load_grid(REPO / "presets" / f"{name}.yaml")
     assert len(expand(grid)) > 0
