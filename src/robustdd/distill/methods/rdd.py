@@ -30,10 +30,10 @@ follows the authors' plug-in description and has no faithful form beyond plain I
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from robustdd.distill.base import DistillContext, register_method
@@ -58,7 +58,16 @@ __all__ = ["RDDDCConfig", "RDDIDMConfig", "cvar_net_update", "rdd_pool_objective
 MAX_CENTRES_PER_CLASS = 10
 
 
-class RDDDCConfig(DCConfig):
+class _CVaRLevelCheck(BaseModel):
+    """Refuses, when the settings are made, a CVaR level its convention cannot use."""
+
+    @model_validator(mode="after")
+    def check_tail_fraction(self) -> Self:
+        tail_fraction(self.alpha, self.cvar_convention)
+        return self
+
+
+class RDDDCConfig(DCConfig, _CVaRLevelCheck):
     """DC's settings plus RDD's; defaults of the loop are ``shared_args.py``'s."""
 
     variant: Literal["paper", "faithful"] = "paper"
@@ -76,25 +85,13 @@ class RDDDCConfig(DCConfig):
     iterations: int = Field(2000, ge=0)
     dsa: bool = True
 
-    @model_validator(mode="after")
-    def check_tail_fraction(self):
-        """Refuse a CVaR level the convention cannot use when the settings are made."""
-        tail_fraction(self.alpha, self.cvar_convention)
-        return self
 
-
-class RDDIDMConfig(IDMConfig):
+class RDDIDMConfig(IDMConfig, _CVaRLevelCheck):
     """IDM's settings plus RDD's group-CVaR pool training."""
 
     alpha: float = Field(0.8, gt=0, le=1)
     cvar_convention: Literal["tail", "confidence"] = "tail"
     centres_per_class: int = Field(MAX_CENTRES_PER_CLASS, ge=1)
-
-    @model_validator(mode="after")
-    def check_tail_fraction(self):
-        """Refuse a CVaR level the convention cannot use when the settings are made."""
-        tail_fraction(self.alpha, self.cvar_convention)
-        return self
 
 
 def _cluster_labels(net: nn.Module, real: Tensor, real_labels: Tensor, syn: Tensor,
