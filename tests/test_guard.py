@@ -161,7 +161,11 @@ def test_zero_weight_objective_is_plain_ce_without_the_penalty_pass(monkeypatch)
         curvature_objective(1.0, space="pixel")(net, x, y, torch.Generator())
 
 
-def test_guard_sre2l_regularises_the_teacher_and_keeps_sre2l_otherwise(one_thread, digits_splits):
+def test_guard_sre2l_regularises_the_teacher_and_keeps_sre2l_otherwise(one_thread, digits_splits,
+                                                                      tmp_path, monkeypatch):
+    # An empty cache of its own: the session's may already hold these teachers (the CLI tests
+    # distil guard-sre2l on digits too), and the test asks whether GUARD trains its own.
+    monkeypatch.setenv("ROBUSTDD_CACHE", str(tmp_path))
     train, test = digits_splits
     base = robustdd.distill("sre2l", train, ipc=1, seed=0, profile="smoke", jpeg_quality=None)
     zero = robustdd.distill("guard-sre2l", train, ipc=1, seed=0, profile="smoke",
