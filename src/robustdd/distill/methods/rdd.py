@@ -58,8 +58,13 @@ __all__ = ["RDDDCConfig", "RDDIDMConfig", "cvar_net_update", "rdd_pool_objective
 MAX_CENTRES_PER_CLASS = 10
 
 
-class _CVaRLevelCheck(BaseModel):
-    """Refuses, when the settings are made, a CVaR level its convention cannot use."""
+class _GroupCVaRSettings(BaseModel):
+    """RDD's group-CVaR settings, shared by ``rdd-dc`` and ``rdd-idm``; a CVaR level its
+    convention cannot use is refused when the settings are made."""
+
+    alpha: float = Field(0.8, gt=0, le=1)
+    cvar_convention: Literal["tail", "confidence"] = "tail"
+    centres_per_class: int = Field(MAX_CENTRES_PER_CLASS, ge=1)
 
     @model_validator(mode="after")
     def check_tail_fraction(self) -> Self:
@@ -67,13 +72,10 @@ class _CVaRLevelCheck(BaseModel):
         return self
 
 
-class RDDDCConfig(DCConfig, _CVaRLevelCheck):
+class RDDDCConfig(DCConfig, _GroupCVaRSettings):
     """DC's settings plus RDD's; defaults of the loop are ``shared_args.py``'s."""
 
     variant: Literal["paper", "faithful"] = "paper"
-    alpha: float = Field(0.8, gt=0, le=1)
-    cvar_convention: Literal["tail", "confidence"] = "tail"
-    centres_per_class: int = Field(MAX_CENTRES_PER_CLASS, ge=1)
     real_per_class: int = Field(512, ge=1)  # paper variant's update set (the code's 256 + 256)
     # None: real images for the paper variant (RDD paper, App. D: "random initialization with
     # real samples"), noise for the faithful one (shared_args.py pix_init).
@@ -86,12 +88,8 @@ class RDDDCConfig(DCConfig, _CVaRLevelCheck):
     dsa: bool = True
 
 
-class RDDIDMConfig(IDMConfig, _CVaRLevelCheck):
+class RDDIDMConfig(IDMConfig, _GroupCVaRSettings):
     """IDM's settings plus RDD's group-CVaR pool training."""
-
-    alpha: float = Field(0.8, gt=0, le=1)
-    cvar_convention: Literal["tail", "confidence"] = "tail"
-    centres_per_class: int = Field(MAX_CENTRES_PER_CLASS, ge=1)
 
 
 def _cluster_labels(net: nn.Module, real: Tensor, real_labels: Tensor, syn: Tensor,
