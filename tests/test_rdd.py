@@ -195,6 +195,15 @@ def test_rdd_dc_paper_and_faithful_differ(one_thread, digits_splits):
     assert faithful.meta["rdd"]["clusters"] == "pooled"
 
 
+@pytest.mark.parametrize(("ipc", "per_class"), [(2, 2), (50, 10)])
+def test_rdd_dc_faithful_clusters_around_all_or_ten_greedy_centres(one_thread, digits_splits,
+                                                                   ipc, per_class):
+    """The released code's centres: every synthetic image, except at IPC 50 (greedy, 10)."""
+    syn = robustdd.distill("rdd-dc", digits_splits[0], ipc=ipc, seed=0, profile="smoke",
+                           variant="faithful", iterations=1)
+    assert syn.meta["rdd"]["centres_used"] == per_class * syn.num_classes
+
+
 def test_rdd_idm_records_the_centres_it_clustered_around(one_thread, digits_splits):
     syn = robustdd.distill("rdd-idm", digits_splits[0], ipc=1, seed=0, profile="smoke")
     # IPC 1 stores one 2×2 mosaic per class: 4 decoded images, all of them centres

@@ -12,7 +12,8 @@ import robustdd
 from robustdd.data.dataset import ImageDataset
 
 ROBUST = [("rome", {}), ("rome", {"variant": "faithful"}), ("guard-sre2l", {}),
-          ("guard-dc", {}), ("rdd-dc", {}), ("rdd-idm", {})]
+          ("guard-sre2l", {"variant": "faithful"}), ("guard-dc", {}), ("rdd-dc", {}),
+          ("rdd-dc", {"variant": "faithful"}), ("rdd-idm", {})]
 
 
 def _small_fashion(train: ImageDataset) -> ImageDataset:

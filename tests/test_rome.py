@@ -77,6 +77,17 @@ def test_legacy_prior_clamps_in_normalised_space(digits_model, batch):
     assert float((adv - clamped).abs().max()) <= 8 / 255 * float(std.max()) + 1e-5
 
 
+def test_legacy_prior_reaches_next_mod_10_targets(digits_model, batch):
+    """The normalised-space prior is an attack too: with room to move it hits (y + 1) mod 10."""
+    x, y = batch
+    cfg = LEGACY_PRIOR.model_copy(update={"eps": 1.0, "step_size": 0.1, "steps": 20})
+    adv = adversarial_prior(digits_model, x, y, cfg, 10, torch.Generator().manual_seed(0))
+    target = (y + 1) % 10
+    hit = float((predict(digits_model, adv) == target).float().mean())
+    clean = float((predict(digits_model, x) == target).float().mean())
+    assert hit > 0.5 > clean + 0.3
+
+
 def test_next_mod_10_prior_is_refused_below_ten_classes(digits_model, batch):
     x, y = batch
     with pytest.raises(ValueError, match="at least 10 classes"):

@@ -111,7 +111,8 @@ def _faithful_centres(matched_syn: Tensor, ipc: int) -> Tensor:
 def cvar_net_update(config: RDDDCConfig, num_classes: int, dsa: DSA | None,
                     log: dict[str, Any]):
     """The RDD-DC inner-loop network update (see the module docstring); the faithful form
-    appends the released code's (gradient-free) CVaR objective value to ``log["values"]``."""
+    appends the released code's (gradient-free) CVaR objective value to ``log["values"]``.
+    ``log["centres_used"]`` records how many centres (all classes) the last update used."""
     faithful = config.variant == "faithful"
 
     def update(net: nn.Module, real_batch, syn: Tensor, syn_labels: Tensor,
@@ -128,6 +129,7 @@ def cvar_net_update(config: RDDDCConfig, num_classes: int, dsa: DSA | None,
         y = torch.arange(num_classes, device=x.device).repeat_interleave(n)
         if faithful:
             centres = _faithful_centres(matched_syn, matched_syn.shape[1])
+            log["centres_used"] = int(centres.shape[0])
             per = centres.shape[0] // num_classes
             centre_labels = torch.arange(num_classes, device=x.device).repeat_interleave(per)
             groups = assign_clusters(net, x, y, centres, centre_labels, pooled=True)
@@ -140,6 +142,7 @@ def cvar_net_update(config: RDDDCConfig, num_classes: int, dsa: DSA | None,
             return
         groups, k = _cluster_labels(net, x, y, syn, syn_labels, num_classes,
                                     config.centres_per_class, g)
+        log["centres_used"] = k
         # Labels carry (class, cluster) through the shared trainer's batching.
         both = torch.stack([y, groups], dim=1)
 
@@ -204,6 +207,8 @@ def run_rdd_dc(ctx: DistillContext, config: RDDDCConfig) -> DistilledSet:
         "cvar_gradient": not faithful}
     result = run_gradient_matching(ctx, config, "rdd-dc", net_update=update,
                                    meta={"rdd": info}, stream="dc")
+    if "centres_used" in log:  # absent when this run made no network update
+        info["centres_used"] = log["centres_used"]
     if faithful and log["values"]:  # the code's logged CVaR objective, over this run's updates
         values = log["values"]
         info.update(official_objective_first=values[0], official_objective_last=values[-1],
