@@ -10,10 +10,15 @@ student's AutoAttack accuracy against its best other attack, GUARD minus base pe
 whether each record has the same students as its `-guard-no-aa.json` counterpart (same
 distillation key and equal accuracies under every attack both ran), i.e. whether AutoAttack is
 the only new measurement.
+
+With ``--overview`` it prints instead one row per seed and set pair (full suite or
+`guard-no-aa`): GUARD minus base on clean accuracy, PGD-100, AutoAttack and each student's
+strongest attack, so every cell's reading sits in one table.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -21,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-NAME = re.compile(r"^(?P<method>[a-z0-9-]+?)-"
-                  r"(?P<rest>(cifar10|cifar100|fashion-mnist)-ipc\d+-.+-s\d+)-guard\.json$")
+NAME = re.compile(r"^(?P<method>[a-z0-9-]+?)-(?P<rest>(cifar10|cifar100|fashion-mnist)-ipc"
+                  r"(?P<ipc>\d+)-.+-s(?P<seed>\d+))-(?P<suite>guard|guard-no-aa)\.json$")
 COLUMNS = ("clean_accuracy", "attack_subset_clean_accuracy", "pgd", "square", "cw", "mim",
            "autoattack")
 HEADER = ("set", "clean", "clean (attacked images)", "PGD-100", "Square", "CW", "MIM",
@@ -85,20 +90,70 @@ def describe_pair(folder: Path, base: str, rest: str) -> list[str]:
     return lines
 
 
+def _diff(a: float, b: float) -> str:
+    return f"{round(a - b, 2) + 0.0:+.2f}"  # + 0.0 turns a rounded -0.00 into +0.00
+
+
+def _strongest(record: dict[str, Any]) -> float:
+    """Mean over the students of each student's lowest accuracy under any attack."""
+    return statistics.fmean(min(v["accuracy"] for v in m["attacks"].values())
+                            for m in record["models"])
+
+
+def _load(folder: Path, method: str, rest: str, suite: str) -> dict[str, Any]:
+    return json.loads((folder / f"{method}-{rest}-{suite}.json").read_text())
+
+
+def overview(folder: Path, cells: list[tuple[str, str, str, str, str]]) -> list[str]:
+    """One Markdown row per set pair; a `guard-no-aa` pair whose students the full-suite pair
+    re-evaluated is left out (the full-suite row holds the same numbers and AutoAttack)."""
+    lines = ["| base | IPC | seed | suite | CPU | base clean | Δ clean | base PGD-100 | Δ PGD-100 "
+             "| Δ AutoAttack | base strongest | Δ strongest |", "|" + "---|" * 12]
+    full = {(base, rest) for base, rest, _, _, suite in cells if suite == "guard"}
+    for base, rest, ipc, seed, suite in cells:
+        plain, guard = (_load(folder, m, rest, suite) for m in (base, f"guard-{base}"))
+        if suite == "guard-no-aa" and (base, rest) in full and all(
+                same_students(_load(folder, m, rest, "guard"), r)
+                for m, r in ((base, plain), (f"guard-{base}", guard))):
+            continue
+        aa = (_diff(_mean(guard, "autoattack"), _mean(plain, "autoattack"))
+              if "autoattack" in plain["summary"] else "–")
+        cpu = str(plain["environment"]["device_name"]).replace("(R)", "").replace(" Processor", "")
+        lines.append(
+            f"| {base} | {ipc} | {seed} | {suite} | {' '.join(cpu.split()[:2])} "
+            f"| {_mean(plain, 'clean_accuracy'):.2f} "
+            f"| {_diff(_mean(guard, 'clean_accuracy'), _mean(plain, 'clean_accuracy'))} "
+            f"| {_mean(plain, 'pgd'):.2f} | {_diff(_mean(guard, 'pgd'), _mean(plain, 'pgd'))} "
+            f"| {aa} | {_strongest(plain):.2f} | {_diff(_strongest(guard), _strongest(plain))} |")
+    return lines
+
+
 def main() -> None:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/records/issue5-small-guard")
-    pairs = []
-    for path in sorted(folder.glob("*-guard.json")):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", type=Path,
+                        default=Path("benchmarks/records/issue5-small-guard"))
+    parser.add_argument("--overview", action="store_true",
+                        help="one row per seed and set pair instead of the full-suite tables")
+    args = parser.parse_args()
+    cells = []
+    for path in sorted(args.folder.glob("*.json")):
         match = NAME.match(path.name)
         if match is None or match["method"].startswith("guard-"):
             continue
-        base, rest = match["method"], match["rest"]
-        if (folder / f"guard-{base}-{rest}-guard.json").exists():
-            pairs.append((base, rest))
+        base, rest, suite = match["method"], match["rest"], match["suite"]
+        if (args.folder / f"guard-{base}-{rest}-{suite}.json").exists():
+            cells.append((base, rest, match["ipc"], match["seed"], suite))
+    cells.sort(key=lambda c: (c[0], int(c[2]), int(c[3]), c[4]))
+    if args.overview:
+        if not cells:
+            sys.exit(f"no base/GUARD pairs of guard or guard-no-aa records in {args.folder}")
+        print("\n".join(overview(args.folder, cells)))
+        return
+    pairs = [(base, rest) for base, rest, _, _, suite in cells if suite == "guard"]
     if not pairs:
-        sys.exit(f"no base/GUARD pairs of full-suite (-guard.json) records in {folder}")
+        sys.exit(f"no base/GUARD pairs of full-suite (-guard.json) records in {args.folder}")
     for base, rest in pairs:
-        print("\n".join(describe_pair(folder, base, rest)))
+        print("\n".join(describe_pair(args.folder, base, rest)))
 
 
 if __name__ == "__main__":
