@@ -19,12 +19,14 @@ strongest attack, so every cell's reading sits in one table.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import re
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from robustdd.report.writer import load_records
 
 NAME = re.compile(r"^(?P<method>[a-z0-9-]+?)-(?P<rest>(cifar10|cifar100|fashion-mnist)-ipc"
                   r"(?P<ipc>\d+)-.+-s(?P<seed>\d+))-(?P<suite>guard|guard-no-aa)\.json$")
@@ -34,16 +36,28 @@ HEADER = ("set", "clean", "clean (attacked images)", "PGD-100", "Square", "CW", 
           "AutoAttack")
 
 
+@functools.cache
+def _load(folder: Path, method: str, rest: str, suite: str) -> dict[str, Any]:
+    """One evaluation record, format-checked, read once however often a table needs it."""
+    return load_records([folder / f"{method}-{rest}-{suite}.json"])[0]
+
+
 def _cell(record: dict[str, Any], column: str) -> str:
-    if column in ("clean_accuracy", "attack_subset_clean_accuracy"):
-        values = [m[column] for m in record["models"]]
-    else:
-        values = [m["attacks"][column]["accuracy"] for m in record["models"]]
-    return f"{statistics.fmean(values):.2f} ± {statistics.pstdev(values):.2f}"
+    summary = record["summary"][column]
+    return f"{summary['mean']:.2f} ± {summary['std']:.2f}"
 
 
 def _mean(record: dict[str, Any], column: str) -> float:
     return float(record["summary"][column]["mean"])
+
+
+def _diff(a: float, b: float) -> str:
+    return f"{round(a - b, 2) + 0.0:+.2f}"  # + 0.0 turns a rounded -0.00 into +0.00
+
+
+def _lowest(model: dict[str, Any], skip: str = "") -> float:
+    """A student's lowest accuracy under any attack of its record except ``skip``."""
+    return min(v["accuracy"] for k, v in model["attacks"].items() if k != skip)
 
 
 def same_students(full: dict[str, Any], partial: dict[str, Any]) -> bool:
@@ -64,18 +78,15 @@ def describe_pair(folder: Path, base: str, rest: str) -> list[str]:
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     records = {}
     for method in (base, f"guard-{base}"):
-        record = json.loads((folder / f"{method}-{rest}-guard.json").read_text())
-        records[method] = record
+        record = records[method] = _load(folder, method, rest, "guard")
         lines.append(f"| {method} | " + " | ".join(_cell(record, c) for c in COLUMNS) + " |")
     lines.append("")
     for method, record in records.items():
         aa = [m["attacks"]["autoattack"]["accuracy"] for m in record["models"]]
-        best = [min(v["accuracy"] for k, v in m["attacks"].items() if k != "autoattack")
-                for m in record["models"]]
+        best = [_lowest(m, skip="autoattack") for m in record["models"]]
         seconds = [m["attacks"]["autoattack"]["seconds"] for m in record["models"]]
-        partner = folder / f"{method}-{rest}-guard-no-aa.json"
-        reproduced = (same_students(record, json.loads(partner.read_text()))
-                      if partner.exists() else None)
+        reproduced = (same_students(record, _load(folder, method, rest, "guard-no-aa"))
+                      if (folder / f"{method}-{rest}-guard-no-aa.json").exists() else None)
         env = record["environment"]
         lines.append(
             f"- {method}: AutoAttack per student {' / '.join(f'{a:.1f}' for a in aa)}, best other "
@@ -84,24 +95,15 @@ def describe_pair(folder: Path, base: str, rest: str) -> list[str]:
             f"guard-no-aa: {'no record' if reproduced is None else reproduced}; "
             f"{env['device_name']}, code {str(env['git_revision'])[:7]}, {record['created']}")
     guard, plain = records[f"guard-{base}"], records[base]
-    diffs = ", ".join(f"{c} {_mean(guard, c) - _mean(plain, c):+.2f}"
+    diffs = ", ".join(f"{c} {_diff(_mean(guard, c), _mean(plain, c))}"
                       for c in COLUMNS if c != "attack_subset_clean_accuracy")
     lines += [f"- guard-{base} minus {base}: {diffs}", ""]
     return lines
 
 
-def _diff(a: float, b: float) -> str:
-    return f"{round(a - b, 2) + 0.0:+.2f}"  # + 0.0 turns a rounded -0.00 into +0.00
-
-
 def _strongest(record: dict[str, Any]) -> float:
     """Mean over the students of each student's lowest accuracy under any attack."""
-    return statistics.fmean(min(v["accuracy"] for v in m["attacks"].values())
-                            for m in record["models"])
-
-
-def _load(folder: Path, method: str, rest: str, suite: str) -> dict[str, Any]:
-    return json.loads((folder / f"{method}-{rest}-{suite}.json").read_text())
+    return statistics.fmean(_lowest(m) for m in record["models"])
 
 
 def overview(folder: Path, cells: list[tuple[str, str, str, str, str]]) -> list[str]:
