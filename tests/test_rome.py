@@ -176,6 +176,23 @@ def test_the_prior_changes_the_result(one_thread, digits_splits):
     assert not torch.equal(on.images, off.images)
 
 
+def test_the_pool_is_trained_on_pgd_examples_only_without_the_robust_model(one_thread,
+                                                                          digits_splits):
+    train = digits_splits[0]
+    common = dict(ipc=1, seed=0, profile="smoke", robust_pretrained=False)
+    adversarial = robustdd.distill("rome", train, **common)
+    plain = robustdd.distill("rome", train, **common, adversarial_pool=False)
+    assert adversarial.meta["rome"]["adversarial_pool"] is True
+    assert plain.meta["rome"]["adversarial_pool"] is False
+    assert not torch.equal(adversarial.images, plain.images)
+    # With the robust model as f there is no pool to perturb, so the switch must be inert.
+    with_rpm = robustdd.distill("rome", train, ipc=1, seed=0, profile="smoke")
+    with_rpm_off = robustdd.distill("rome", train, ipc=1, seed=0, profile="smoke",
+                                    adversarial_pool=False)
+    assert with_rpm.meta["rome"]["adversarial_pool"] is False
+    assert torch.equal(with_rpm.images, with_rpm_off.images)
+
+
 def test_rome_resume_equals_uninterrupted(one_thread, digits_splits, tmp_path, monkeypatch):
     resumes_identically("rome", digits_splits[0], tmp_path, monkeypatch, iterations=7,
                         variant="faithful")
