@@ -72,6 +72,19 @@ def same_students(full: dict[str, Any], partial: dict[str, Any]) -> bool:
     return True
 
 
+def reruns_guard_no_aa(folder: Path, method: str, rest: str) -> bool | None:
+    """Whether the `guard` record re-evaluated its `guard-no-aa` record's students (None: no such
+    record)."""
+    if not (folder / f"{method}-{rest}-guard-no-aa.json").exists():
+        return None
+    return same_students(_load(folder, method, rest, "guard"),
+                         _load(folder, method, rest, "guard-no-aa"))
+
+
+def _delta(guard: dict[str, Any], plain: dict[str, Any], column: str) -> str:
+    return _diff(_mean(guard, column), _mean(plain, column))
+
+
 def describe_pair(folder: Path, base: str, rest: str) -> list[str]:
     """Markdown lines for one base/GUARD pair of full-suite records."""
     lines = [f"### {base} vs guard-{base}, {rest}", "",
@@ -85,8 +98,7 @@ def describe_pair(folder: Path, base: str, rest: str) -> list[str]:
         aa = [m["attacks"]["autoattack"]["accuracy"] for m in record["models"]]
         best = [_lowest(m, skip="autoattack") for m in record["models"]]
         seconds = [m["attacks"]["autoattack"]["seconds"] for m in record["models"]]
-        reproduced = (same_students(record, _load(folder, method, rest, "guard-no-aa"))
-                      if (folder / f"{method}-{rest}-guard-no-aa.json").exists() else None)
+        reproduced = reruns_guard_no_aa(folder, method, rest)
         env = record["environment"]
         lines.append(
             f"- {method}: AutoAttack per student {' / '.join(f'{a:.1f}' for a in aa)}, best other "
@@ -95,7 +107,7 @@ def describe_pair(folder: Path, base: str, rest: str) -> list[str]:
             f"guard-no-aa: {'no record' if reproduced is None else reproduced}; "
             f"{env['device_name']}, code {str(env['git_revision'])[:7]}, {record['created']}")
     guard, plain = records[f"guard-{base}"], records[base]
-    diffs = ", ".join(f"{c} {_diff(_mean(guard, c), _mean(plain, c))}"
+    diffs = ", ".join(f"{c} {_delta(guard, plain, c)}"
                       for c in COLUMNS if c != "attack_subset_clean_accuracy")
     lines += [f"- guard-{base} minus {base}: {diffs}", ""]
     return lines
@@ -115,17 +127,15 @@ def overview(folder: Path, cells: list[tuple[str, str, str, str, str]]) -> list[
     for base, rest, ipc, seed, suite in cells:
         plain, guard = (_load(folder, m, rest, suite) for m in (base, f"guard-{base}"))
         if suite == "guard-no-aa" and (base, rest) in full and all(
-                same_students(_load(folder, m, rest, "guard"), r)
-                for m, r in ((base, plain), (f"guard-{base}", guard))):
+                reruns_guard_no_aa(folder, m, rest) for m in (base, f"guard-{base}")):
             continue
-        aa = (_diff(_mean(guard, "autoattack"), _mean(plain, "autoattack"))
-              if "autoattack" in plain["summary"] else "–")
+        aa = _delta(guard, plain, "autoattack") if "autoattack" in plain["summary"] else "–"
         cpu = str(plain["environment"]["device_name"]).replace("(R)", "").replace(" Processor", "")
         lines.append(
             f"| {base} | {ipc} | {seed} | {suite} | {' '.join(cpu.split()[:2])} "
             f"| {_mean(plain, 'clean_accuracy'):.2f} "
-            f"| {_diff(_mean(guard, 'clean_accuracy'), _mean(plain, 'clean_accuracy'))} "
-            f"| {_mean(plain, 'pgd'):.2f} | {_diff(_mean(guard, 'pgd'), _mean(plain, 'pgd'))} "
+            f"| {_delta(guard, plain, 'clean_accuracy')} "
+            f"| {_mean(plain, 'pgd'):.2f} | {_delta(guard, plain, 'pgd')} "
             f"| {aa} | {_strongest(plain):.2f} | {_diff(_strongest(guard), _strongest(plain))} |")
     return lines
 
